@@ -1,0 +1,116 @@
+"""Loading config files and applying `--config.key=value` overrides."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """Invalid config file, key or value; the message names it."""
+
+
+def load_config_file(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """Import a config file and return its `get_config()`."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file not found: {path}")
+  spec = importlib.util.spec_from_file_location("_mask_hybridgnet_config", path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"{path}: not a Python config file")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{path}: a config file must define get_config()")
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+  return config
+
+
+def all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Dotted names of every leaf and sub-config, e.g. "train.batch_size"."""
+  keys = []
+  for name, value in config.items():
+    key = f"{prefix}{name}"
+    keys.append(key)
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(all_keys(value, prefix=f"{key}."))
+  return keys
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ConfigError(
+        f"--config.{key}={text}: not a valid Python literal for a "
+        f"{type(current).__name__} value") from None
+  if isinstance(current, bool):
+    expected, valid = "True or False", isinstance(value, bool)
+  elif isinstance(current, int):
+    expected, valid = "an integer", isinstance(value, int) and not isinstance(value, bool)
+  elif isinstance(current, float):
+    expected = "a number"
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if valid:
+      value = float(value)
+  else:
+    expected, valid = "", True
+  if not valid:
+    raise ConfigError(f"--config.{key}={text}: expected {expected}")
+  return value
+
+
+def _unknown_key_error(key: str, config: ml_collections.ConfigDict) -> ConfigError:
+  keys = all_keys(config)
+  close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+  hint = f' Did you mean "{close[0]}"?' if close else ""
+  return ConfigError(f'unknown config key "{key}".{hint} Valid keys: {", ".join(sorted(keys))}')
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+  """Apply overrides of the form `key=value` (without the `--config.` prefix).
+
+  Values are parsed as Python literals unless the current value is a string.
+  Keys under `graph.node_overrides` may be new (organ names); any other
+  unknown key is an error that names the nearest valid key.
+  """
+  for item in overrides:
+    if "=" not in item:
+      raise ConfigError(f"--config.{item}: expected --config.key=value")
+    key, text = item.split("=", 1)
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+      if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+        raise _unknown_key_error(key, config)
+      node = node[part]
+    leaf = parts[-1]
+    if key.startswith("graph.node_overrides."):
+      try:
+        node[leaf] = int(text)
+      except ValueError:
+        raise ConfigError(f"--config.{key}={text}: expected an integer node count") from None
+      continue
+    if leaf not in node:
+      raise _unknown_key_error(key, config)
+    if isinstance(node[leaf], ml_collections.ConfigDict):
+      raise ConfigError(f"--config.{key}: is a group of settings; set one of its keys")
+    node[leaf] = _parse_value(text, node[leaf], key)
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(json.loads(text))
