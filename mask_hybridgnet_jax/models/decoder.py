@@ -19,7 +19,7 @@ R = 2 gives widths (32, 16, 8) and R = 4 gives (32, 32, 24, 16, 8): the finest
 levels always keep 24, 16 and 8 channels.
 
 Image-to-graph skip: a per-node linear map predicts positions, clipped to
-[0, 1]; a 3x3 patch around each position is sampled bilinearly from one
+[0, 1] with a straight-through gradient; a 3x3 patch around each position is sampled bilinearly from one
 encoder stage output and averaged. The deepest stage output serves the
 coarsest level, the next deepest the next level, and so on.
 """
@@ -117,7 +117,11 @@ class ImageToGraphSkip(nn.Module):
   @nn.compact
   def __call__(self, features: jax.Array,
                feature_map: jax.Array) -> tuple[jax.Array, jax.Array]:
-    positions = jnp.clip(nn.Dense(2, use_bias=False, name="positions")(features), 0.0, 1.0)
+    raw = nn.Dense(2, use_bias=False, name="positions")(features)
+    # Straight-through clip: the value is clipped to [0, 1], the gradient is
+    # the identity. A plain clip has zero gradient outside the range, so a
+    # skip whose nodes start outside the image could never move them back.
+    positions = raw + jax.lax.stop_gradient(jnp.clip(raw, 0.0, 1.0) - raw)
     sampled = sample_patch_mean(feature_map, positions)
     return jnp.concatenate([features, positions, sampled], axis=-1), positions
 

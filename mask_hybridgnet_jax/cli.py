@@ -1,0 +1,253 @@
+"""The `mask-hybridgnet` command line.
+
+  mask-hybridgnet demo
+  mask-hybridgnet prepare --dataset montgomery --manual_dir DIR --data_dir OUT
+  mask-hybridgnet train --config configs/montgomery.py --workdir RUN \
+      --config.dataset.manual_dir=DIR
+  mask-hybridgnet predict --workdir RUN --output_dir OUT IMAGE_OR_FOLDER ...
+  mask-hybridgnet evaluate --workdir RUN --split test
+
+Config overrides take the form `--config.key=value` (e.g.
+`--config.train.batch_size=8`); an unknown key is an error naming the
+nearest valid one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+logger = logging.getLogger("mask_hybridgnet_jax")
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+      "--config", default=None,
+      help="config file defining get_config() (default: the built-in reference config); "
+           "override any key with --config.KEY=VALUE")
+
+
+def _load_config(args, overrides: Sequence[str]):
+  from mask_hybridgnet_jax import config_utils
+  from mask_hybridgnet_jax.defaults import default_config
+
+  config = config_utils.load_config_file(args.config) if args.config else default_config()
+  config_utils.apply_overrides(config, overrides)
+  return config
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Separate `--config.key=value` items from the other arguments."""
+  overrides, rest = [], []
+  items = list(argv)
+  i = 0
+  while i < len(items):
+    item = items[i]
+    if item.startswith("--config."):
+      body = item[len("--config."):]
+      if "=" not in body and i + 1 < len(items):
+        body = f"{body}={items[i + 1]}"
+        i += 1
+      overrides.append(body)
+    else:
+      rest.append(item)
+    i += 1
+  return overrides, rest
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="mask-hybridgnet",
+      description="Graph-based anatomical segmentation trained from pixel masks.")
+  parser.add_argument("--verbose", action="store_true", help="log debug messages")
+  commands = parser.add_subparsers(dest="command", required=True)
+
+  demo = commands.add_parser(
+      "demo", help="prepare, train, predict and evaluate on built-in synthetic data")
+  demo.add_argument("--output_dir", default="mask_hybridgnet_demo",
+                    help="folder for the data, the run and the outputs (default: %(default)s)")
+  demo.add_argument("--num_images", type=int, default=None,
+                    help="number of synthetic images (default: the demo's built-in value)")
+  demo.add_argument("--total_examples", type=int, default=None,
+                    help="training examples to draw (default: the demo's built-in value)")
+
+  datasets = commands.add_parser("datasets", help="list the dataset builders")
+  del datasets
+
+  prepare = commands.add_parser("prepare", help="build a dataset from its source folder")
+  prepare.add_argument("--dataset", required=True, help="builder name (see `datasets`)")
+  prepare.add_argument("--manual_dir", required=True, help="folder with the source files")
+  prepare.add_argument("--data_dir", required=True, help="where the prepared files go")
+  prepare.add_argument("--image_size", type=int, default=256,
+                       help="network input size S in pixels (default: %(default)s)")
+  prepare.add_argument("--skip_degenerate", action="store_true",
+                       help="treat degenerate organ masks as absent instead of failing")
+  prepare.add_argument("--split_seed", type=int, default=0,
+                       help="seed of the patient-level train/validation/test split")
+
+  train = commands.add_parser("train", help="train a model (resumes if the workdir has one)")
+  train.add_argument("--workdir", required=True, help="folder for checkpoints and logs")
+  _add_config_arguments(train)
+
+  predict = commands.add_parser("predict", help="predict graphs for images")
+  predict.add_argument("inputs", nargs="+", help="image files or folders of images")
+  predict.add_argument("--workdir", required=True, help="training workdir to load")
+  predict.add_argument("--output_dir", required=True, help="folder for the outputs")
+  predict.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+  predict.add_argument("--batch_size", type=int, default=8, help="images per batch")
+  predict.add_argument("--num_samples", type=int, default=0,
+                       help="latent samples for per-node uncertainty (0: none)")
+  predict.add_argument("--no_overlay", action="store_true", help="skip the overlay PNGs")
+
+  evaluate = commands.add_parser(
+      "evaluate", help="per-organ Dice, Hausdorff and ASSD on a dataset split or folders")
+  evaluate.add_argument("--workdir", help="training workdir (evaluate its dataset split)")
+  evaluate.add_argument("--split", default="test", help="split name (default: %(default)s)")
+  evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+  evaluate.add_argument("--predictions", help="folder of predicted label maps (<stem>_mask.png)")
+  evaluate.add_argument("--masks", help="folder of ground-truth label maps")
+  evaluate.add_argument("--metadata", help="metadata.json naming organs and labels (folders mode)")
+  evaluate.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+                        help="pixel spacing for the folders mode; distances in pixels without it")
+  evaluate.add_argument("--output_dir", help="where metrics.csv and summary.md go "
+                        "(default: <workdir>/eval_<split>, or the predictions folder)")
+  evaluate.add_argument("--batch_size", type=int, default=8)
+  return parser
+
+
+def _run_prepare(args) -> int:
+  from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder
+
+  builder = load_builder(
+      args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
+      image_size=args.image_size, skip_degenerate=args.skip_degenerate,
+      split_seed=args.split_seed)
+  metadata, stats = dataset_metadata(builder)
+  print(f"prepared {args.dataset} in {builder.data_dir}")
+  print(json.dumps({"organs": metadata.to_dict()["organs"], **stats}, indent=2, default=str))
+  return 0
+
+
+def _run_train(args, overrides) -> int:
+  from mask_hybridgnet_jax.train.loop import train_and_evaluate
+
+  config = _load_config(args, overrides)
+  result = train_and_evaluate(config, args.workdir)
+  print(f"training finished; workdir: {os.path.abspath(args.workdir)}")
+  if result:
+    print(json.dumps(result, indent=2))
+  return 0
+
+
+def _run_predict(args) -> int:
+  from mask_hybridgnet_jax.predict import Predictor, find_images, load_trained_model, predict_files
+
+  trained = load_trained_model(args.workdir, args.checkpoint)
+  paths = find_images(args.inputs)
+  if not paths:
+    print(f"error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
+    return 2
+  predictor = Predictor(trained, batch_size=args.batch_size, num_samples=args.num_samples)
+  report = predict_files(predictor, paths, args.output_dir, overlay=not args.no_overlay)
+  print(f"predicted {len(report.outputs)} of {len(paths)} images into "
+        f"{os.path.abspath(args.output_dir)}")
+  if report.failures:
+    print(f"{len(report.failures)} image(s) failed:", file=sys.stderr)
+    for path, reason in report.failures.items():
+      print(f"  {path}: {reason}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def _run_evaluate(args) -> int:
+  from mask_hybridgnet_jax import evaluate as evaluate_lib
+
+  if args.workdir:
+    from mask_hybridgnet_jax.datasets.common import load_builder, read_split
+    from mask_hybridgnet_jax.predict import Predictor, load_trained_model
+    from mask_hybridgnet_jax.train.loop import data_dir_for
+
+    trained = load_trained_model(args.workdir, args.checkpoint)
+    config = trained.config
+    builder = load_builder(
+        config.dataset.name, manual_dir=config.dataset.manual_dir,
+        data_dir=data_dir_for(config, os.path.abspath(args.workdir)),
+        image_size=config.dataset.image_size, skip_degenerate=config.dataset.skip_degenerate,
+        split_seed=config.dataset.split_seed)
+    source = read_split(builder, args.split)
+    rows = evaluate_lib.evaluate_source(Predictor(trained, batch_size=args.batch_size), source)
+    output_dir = args.output_dir or os.path.join(args.workdir, f"eval_{args.split}")
+    print(f"checkpoint: {trained.checkpoint_dir}")
+  elif args.predictions and args.masks and args.metadata:
+    from mask_hybridgnet_jax.organs import DatasetMetadata
+
+    metadata = DatasetMetadata.load(args.metadata)
+    rows, missing = evaluate_lib.evaluate_folders(
+        args.predictions, args.masks, metadata,
+        tuple(args.spacing) if args.spacing else None)
+    if missing:
+      print(f"warning: {len(missing)} ground-truth mask(s) have no prediction: "
+            f"{', '.join(missing[:10])}", file=sys.stderr)
+    output_dir = args.output_dir or args.predictions
+  else:
+    print("error: give --workdir (dataset split mode) or --predictions, --masks and "
+          "--metadata (folders mode)", file=sys.stderr)
+    return 2
+  paths = evaluate_lib.write_results(rows, output_dir)
+  print(evaluate_lib.format_summary(rows))
+  print(f"per-image metrics: {paths['csv']}")
+  return 0
+
+
+def _run_demo(args) -> int:
+  from mask_hybridgnet_jax.demo import run_demo
+
+  run_demo(args.output_dir, num_images=args.num_images, total_examples=args.total_examples)
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  overrides, rest = _split_overrides(argv)
+  parser = build_parser()
+  args = parser.parse_args(rest)
+  logging.basicConfig(
+      level=logging.DEBUG if args.verbose else logging.INFO,
+      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  # Library loggers are chatty at INFO; keep this project's messages only.
+  for noisy in ("absl", "jax", "orbax", "tensorflow_datasets"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  if overrides and args.command != "train":
+    parser.error(f"--config.{overrides[0]}: config overrides only apply to `train`")
+
+  from mask_hybridgnet_jax import config_utils
+
+  try:
+    if args.command == "demo":
+      return _run_demo(args)
+    if args.command == "datasets":
+      from mask_hybridgnet_jax.datasets.registry import list_datasets
+      for line in list_datasets():
+        print(line)
+      return 0
+    if args.command == "prepare":
+      return _run_prepare(args)
+    if args.command == "train":
+      return _run_train(args, overrides)
+    if args.command == "predict":
+      return _run_predict(args)
+    if args.command == "evaluate":
+      return _run_evaluate(args)
+  except (config_utils.ConfigError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  parser.error(f"unknown command {args.command}")
+  return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,276 @@
+"""Inference: trained workdir + images -> node positions, masks and overlays.
+
+Images of any size are padded to a square and resized to the network input
+on the host, so every batch has one shape and the jitted model compiles once
+per batch size. The last batch is padded to full size with copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Iterable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mask_hybridgnet_jax import config_utils
+from mask_hybridgnet_jax.contours import fill_polygon
+from mask_hybridgnet_jax.io.atomic import write_json_atomic, write_png_atomic
+from mask_hybridgnet_jax.io.images import IMAGE_SUFFIXES, ImageReadError, read_image
+from mask_hybridgnet_jax.models.hybridgnet import build_model
+from mask_hybridgnet_jax.organs import DatasetMetadata
+from mask_hybridgnet_jax.preprocess import SquareTransform, prepare_image
+from mask_hybridgnet_jax.topology import GraphTemplate
+from mask_hybridgnet_jax.train import checkpoint as checkpoint_lib
+from mask_hybridgnet_jax.train.state import create_train_state
+from mask_hybridgnet_jax.train.step import make_predict_fn
+
+logger = logging.getLogger(__name__)
+
+
+class WorkdirError(ValueError):
+  """A workdir is missing files needed for inference."""
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  """A model restored from a training workdir, ready for inference."""
+
+  config: ml_collections.ConfigDict
+  template: GraphTemplate
+  metadata: DatasetMetadata
+  model: Any
+  variables: dict[str, Any]
+  step: int
+  checkpoint_dir: str
+
+  @property
+  def image_size(self) -> int:
+    return self.config.dataset.image_size
+
+
+@dataclasses.dataclass
+class Prediction:
+  """Nodes of one image in original-image pixels.
+
+  Attributes:
+    nodes: organ name -> `[N, 2]` (x, y) in node order.
+    std: organ name -> `[N]` spread of each node over latent samples, in
+      original pixels; zeros when no samples were drawn.
+    transform: the map between original and network pixels.
+  """
+
+  nodes: dict[str, np.ndarray]
+  std: dict[str, np.ndarray]
+  transform: SquareTransform
+
+
+def load_trained_model(workdir: str, which: str = "best") -> TrainedModel:
+  """Restore the `best` (lowest validation loss) or `latest` checkpoint of a workdir."""
+  if which not in ("best", "latest"):
+    raise ValueError(f'checkpoint must be "best" or "latest", got {which!r}')
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise WorkdirError(
+        f"{workdir} is not a training workdir: {config_path} is missing. "
+        "Train first with `mask-hybridgnet train --workdir ...`.")
+  with open(config_path, encoding="utf-8") as f:
+    config = config_utils.config_from_json(f.read())
+  directory = os.path.join(
+      os.path.abspath(workdir),
+      checkpoint_lib.BEST_DIR if which == "best" else checkpoint_lib.LATEST_DIR)
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False)) \
+      if os.path.isdir(directory) else None
+  step = manager.latest_step() if manager is not None else None
+  if step is None and which == "best":
+    # A run stopped before its first evaluation has no best checkpoint yet.
+    logger.warning("no best checkpoint in %s; using the latest one", workdir)
+    return load_trained_model(workdir, "latest")
+  if step is None:
+    raise WorkdirError(f"no checkpoint found in {directory}; train longer or check the workdir")
+  meta = checkpoint_lib.read_meta(manager, step)
+  template = GraphTemplate.from_dict(meta["template"])
+  metadata = DatasetMetadata.from_dict(meta["dataset_metadata"], source=f"{directory}/{step}")
+  model = build_model(config.model, template)
+  target = create_train_state(model, config, jax.random.PRNGKey(0))
+  current_meta = checkpoint_lib.build_meta(
+      config.to_dict(), template.to_dict(), metadata.to_dict(), target.params)
+  state = checkpoint_lib.restore(manager, step, target, current_meta)
+  manager.close()
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return TrainedModel(config, template, metadata, model, variables, step, f"{directory}/{step}")
+
+
+class Predictor:
+  """Batched inference with one compiled program per batch size."""
+
+  def __init__(self, trained: TrainedModel, batch_size: int = 8, num_samples: int = 0,
+               seed: int = 0):
+    if batch_size < 1:
+      raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if num_samples < 0:
+      raise ValueError(f"number of latent samples must be >= 0, got {num_samples}")
+    self.trained = trained
+    self.batch_size = batch_size
+    self.num_samples = num_samples
+    self._rng = jax.random.PRNGKey(seed)
+    self._predict = make_predict_fn(trained.model)
+
+  def predict_network_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predict from prepared network inputs.
+
+    Args:
+      images: `[B, S, S]` or `[B, S, S, C]` float32 in [0, 1].
+
+    Returns:
+      Positions `[B, N, 2]` and node spreads `[B, N]`, both in normalised units.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+      images = images[..., None]
+    count = images.shape[0]
+    positions, spreads = [], []
+    for start in range(0, count, self.batch_size):
+      chunk = images[start:start + self.batch_size]
+      real = chunk.shape[0]
+      if real < self.batch_size:
+        padding = np.repeat(chunk[-1:], self.batch_size - real, axis=0)
+        chunk = np.concatenate([chunk, padding])
+      self._rng, key = jax.random.split(self._rng)
+      out_positions, aux = self._predict(
+          self.trained.variables, chunk, key, num_samples=self.num_samples)
+      positions.append(np.asarray(out_positions)[:real])
+      spreads.append(np.asarray(aux["std"])[:real])
+    return np.concatenate(positions), np.concatenate(spreads)
+
+  def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    """Predict nodes in original-image pixels for raw `[H, W]` images."""
+    size = self.trained.image_size
+    prepared, transforms = [], []
+    for image in images:
+      network_image, transform = prepare_image(image, size)
+      prepared.append(network_image)
+      transforms.append(transform)
+    if not prepared:
+      return []
+    positions, spreads = self.predict_network_images(np.stack(prepared))
+    return [self.to_prediction(p, s, t) for p, s, t in zip(positions, spreads, transforms)]
+
+  def to_prediction(self, positions: np.ndarray, spread: np.ndarray,
+                    transform: SquareTransform) -> Prediction:
+    """Split normalised positions `[N, 2]` by organ and map them to original pixels."""
+    template = self.trained.template
+    nodes, std = {}, {}
+    for name, organ_slice in zip(template.organ_names, template.organ_slices(0)):
+      nodes[name] = np.asarray(transform.from_normalized(positions[organ_slice]), np.float64)
+      # A spread in normalised units is S / scale original pixels per unit.
+      std[name] = spread[organ_slice] * transform.size / transform.scale
+    return Prediction(nodes, std, transform)
+
+
+def prediction_label_map(prediction: Prediction, metadata: DatasetMetadata) -> np.ndarray:
+  """Fill each organ's polygon at the original size; later organs overwrite earlier ones."""
+  height, width = prediction.transform.height, prediction.transform.width
+  dtype = np.uint8 if max(metadata.organ_labels) <= 255 else np.uint16
+  label_map = np.zeros((height, width), dtype)
+  for organ in metadata.organs:
+    label_map[fill_polygon(prediction.nodes[organ.name], (height, width))] = organ.label
+  return label_map
+
+
+def prediction_masks(prediction: Prediction, organ_names: Sequence[str]) -> np.ndarray:
+  """Per-organ filled polygons `[O, H, W]` bool at the original size."""
+  shape = (prediction.transform.height, prediction.transform.width)
+  return np.stack([fill_polygon(prediction.nodes[name], shape) for name in organ_names])
+
+
+def landmarks_json(prediction: Prediction, with_std: bool = False) -> dict[str, Any]:
+  """`{organ: [[x, y], ...]}` in original pixels; with_std adds `{organ}_std` lists."""
+  data: dict[str, Any] = {
+      name: np.round(nodes, 3).tolist() for name, nodes in prediction.nodes.items()}
+  if with_std:
+    for name, values in prediction.std.items():
+      data[f"{name}_std"] = np.round(values, 3).tolist()
+  return data
+
+
+def find_images(inputs: Iterable[str]) -> list[str]:
+  """Expand files and folders into image paths (folders: supported suffixes, sorted)."""
+  paths = []
+  for item in inputs:
+    if os.path.isdir(item):
+      for name in sorted(os.listdir(item)):
+        path = os.path.join(item, name)
+        if os.path.isfile(path) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+          paths.append(path)
+    elif os.path.isfile(item):
+      paths.append(item)
+    else:
+      raise FileNotFoundError(f"input not found: {item}")
+  return paths
+
+
+@dataclasses.dataclass
+class PredictReport:
+  """Outcome of `predict_files`: outputs per input and failures with reasons."""
+
+  outputs: dict[str, list[str]]
+  failures: dict[str, str]
+
+
+def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
+                  overlay: bool = True) -> PredictReport:
+  """Write `<stem>.json`, `<stem>_mask.png` and optionally `<stem>_overlay.png` per image.
+
+  The stem is the file name without its last suffix (`a.b.JPG` -> `a.b`).
+  Unreadable files and duplicate stems are recorded in `failures` and the
+  other images are still processed.
+  """
+  from mask_hybridgnet_jax import visualize  # matplotlib is only needed here
+
+  os.makedirs(output_dir, exist_ok=True)
+  failures: dict[str, str] = {}
+  loaded: list[tuple[str, str, np.ndarray]] = []
+  stems: dict[str, str] = {}
+  for path in paths:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in stems:
+      failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
+      continue
+    try:
+      image = read_image(path)
+    except ImageReadError as e:
+      failures[path] = str(e)
+      continue
+    stems[stem] = path
+    loaded.append((path, stem, image))
+
+  outputs: dict[str, list[str]] = {}
+  metadata = predictor.trained.metadata
+  step = predictor.batch_size
+  with_std = predictor.num_samples > 0
+  for start in range(0, len(loaded), step):
+    chunk = loaded[start:start + step]
+    predictions = predictor.predict_images([image for _, _, image in chunk])
+    for (path, stem, image), prediction in zip(chunk, predictions):
+      written = []
+      json_path = os.path.join(output_dir, f"{stem}.json")
+      write_json_atomic(json_path, landmarks_json(prediction, with_std))
+      written.append(json_path)
+      mask_path = os.path.join(output_dir, f"{stem}_mask.png")
+      write_png_atomic(mask_path, prediction_label_map(prediction, metadata))
+      written.append(mask_path)
+      if overlay:
+        overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
+        write_png_atomic(overlay_path, visualize.draw_overlay(
+            image, prediction.nodes, std=prediction.std if with_std else None))
+        written.append(overlay_path)
+      outputs[path] = written
+  return PredictReport(outputs, failures)
