@@ -144,10 +144,14 @@ def test_encoder_log_var_clipped():
   variables = jax.eval_shape(
       lambda x: encoder.init({"params": jax.random.key(0)}, x, train=False), images)
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables["params"])
+  apply = jax.jit(lambda p, x: encoder.apply({"params": p}, x, train=False))
   params["log_var"]["bias"] = jnp.full_like(params["log_var"]["bias"], 1e4)
-  _, log_var, _ = jax.jit(lambda p, x: encoder.apply({"params": p}, x, train=False))(
-      params, images)
-  np.testing.assert_array_equal(np.asarray(log_var), np.full((1, 64), 3.0, np.float32))
+  _, log_var, _ = apply(params, images)
+  # The upper bound is the prior's log-variance, 0.
+  np.testing.assert_array_equal(np.asarray(log_var), np.zeros((1, 64), np.float32))
+  params["log_var"]["bias"] = jnp.full_like(params["log_var"]["bias"], -1e4)
+  _, log_var, _ = apply(params, images)
+  np.testing.assert_array_equal(np.asarray(log_var), np.full((1, 64), -3.0, np.float32))
 
 
 def test_encoder_bfloat16_outputs_float32():

@@ -40,7 +40,8 @@ class HybridGNet(nn.Module):
       the "batch_stats" collection mutable when training.
     dtype: encoder computation dtype, "float32" or "bfloat16". The decoder and
       all outputs are float32.
-    log_var_clip: bound of the latent log-variance before `exp`.
+    log_var_clip: lower bound magnitude of the latent log-variance, clipped to
+      [-log_var_clip, 0] before `exp`.
     propagation: graph propagation, "dense" or "segment_sum" (same result).
     input_channels: C, 1 for images or the organ count in mask-input mode.
   """
