@@ -243,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "evaluate":
       return _run_evaluate(args)
   except (config_utils.ConfigError, FileNotFoundError, ValueError) as e:
+    # Input errors carry their own explanation; --verbose adds the traceback.
+    if args.verbose:
+      raise
     print(f"error: {e}", file=sys.stderr)
     return 2
   parser.error(f"unknown command {args.command}")

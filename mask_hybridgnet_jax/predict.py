@@ -8,7 +8,6 @@ per batch size. The last batch is padded to full size with copies.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any, Iterable, Sequence
@@ -70,10 +69,10 @@ class Prediction:
   transform: SquareTransform
 
 
-def load_trained_model(workdir: str, which: str = "best") -> TrainedModel:
+def load_trained_model(workdir: str, checkpoint: str = "best") -> TrainedModel:
   """Restore the `best` (lowest validation loss) or `latest` checkpoint of a workdir."""
-  if which not in ("best", "latest"):
-    raise ValueError(f'checkpoint must be "best" or "latest", got {which!r}')
+  if checkpoint not in ("best", "latest"):
+    raise ValueError(f'checkpoint must be "best" or "latest", got {checkpoint!r}')
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise WorkdirError(
@@ -83,11 +82,11 @@ def load_trained_model(workdir: str, which: str = "best") -> TrainedModel:
     config = config_utils.config_from_json(f.read())
   directory = os.path.join(
       os.path.abspath(workdir),
-      checkpoint_lib.BEST_DIR if which == "best" else checkpoint_lib.LATEST_DIR)
+      checkpoint_lib.BEST_DIR if checkpoint == "best" else checkpoint_lib.LATEST_DIR)
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False)) \
       if os.path.isdir(directory) else None
   step = manager.latest_step() if manager is not None else None
-  if step is None and which == "best":
+  if step is None and checkpoint == "best":
     # A run stopped before its first evaluation has no best checkpoint yet.
     logger.warning("no best checkpoint in %s; using the latest one", workdir)
     return load_trained_model(workdir, "latest")

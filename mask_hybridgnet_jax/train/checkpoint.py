@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mask_hybridgnet_jax.topology import GraphTemplate
 from mask_hybridgnet_jax.train.state import TrainState, parameter_shapes
 
 logger = logging.getLogger(__name__)
@@ -108,12 +109,10 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
 
 def compare_meta(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """Human-readable differences that make a checkpoint unusable for the current run."""
-  problems = []
-  saved_template, current_template = saved.get("template", {}), current.get("template", {})
-  for key in ("organ_names", "organ_labels", "node_counts", "num_levels", "representation"):
-    if saved_template.get(key) != current_template.get(key):
-      problems.append(
-          f"graph {key}: checkpoint {saved_template.get(key)} vs config {current_template.get(key)}")
+  problems = [
+      f"graph {difference}" for difference in GraphTemplate.from_dict(saved["template"]).differences(
+          GraphTemplate.from_dict(current["template"]),
+          this_name="the checkpoint", other_name="the config")]
   saved_shapes, current_shapes = saved.get("param_shapes", {}), current.get("param_shapes", {})
   for path in sorted(set(saved_shapes) | set(current_shapes)):
     before, after = saved_shapes.get(path), current_shapes.get(path)

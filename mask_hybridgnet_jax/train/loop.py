@@ -1,6 +1,6 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-The workdir holds everything a run needs to resume and be inspected:
+The workdir contains everything a run needs to resume and be inspected:
 
   config.json      the full config (a resumed run must match it)
   topology.json    the graph template (organs, node counts, levels)
@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -136,7 +135,7 @@ def _prepare_workdir(config: ml_collections.ConfigDict, template: GraphTemplate,
     differences = _dict_differences(saved, config.to_dict())
     if differences:
       raise WorkdirConfigMismatchError(
-          f"{workdir} holds a run with another config; differing keys: "
+          f"{workdir} contains a run with another config; differing keys: "
           f"{', '.join(differences)}. Rerun with the same config to resume, "
           "or choose a new --workdir.")
   else:
@@ -264,6 +263,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if start_step:
     logger.info("resuming from step %d of %d", start_step, total_steps)
 
+  # NOTE: every process reads the whole batch stream; on several hosts
+  # shard_batch would need each host's share instead. Multi-host input
+  # splitting is not implemented yet.
   batches = BatchIterator(
       train_source, batch_size=batch_size, points_budget=stats["points_budget"],
       seed=config.train.seed, start_example=start_step * batch_size,

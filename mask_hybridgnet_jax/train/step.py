@@ -80,9 +80,9 @@ def make_train_step(
     new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats)
     metrics = dict(metrics)
     metrics["loss"] = loss
-    metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["param_norm"] = optax.global_norm(new_state.params)
-    metrics["update_norm"] = optax.global_norm(
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(new_state.params)
+    metrics["update_norm"] = optax.tree.norm(
         jax.tree.map(jnp.subtract, new_state.params, state.params))
     return new_state, metrics
 

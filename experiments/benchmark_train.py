@@ -1,0 +1,150 @@
+"""Train-step speed, compile time and memory for a config, on this machine.
+
+Measures, in one process and one run so that the ratios share the machine's
+state: the first call of the jitted train step (compile plus one step), the
+median step time with the rasterisation loss off (before T/5) and on (after
+T/5), examples per second, the compiled step's temporary memory reported by
+XLA, and the process's peak resident memory. Synthetic inputs of the config's
+shapes are used, so no dataset is needed; a dataset folder only sets the node
+counts (`--manual_dir`), else the chest X-ray template is built from fixed
+boundary lengths.
+
+  python experiments/benchmark_train.py --config configs/montgomery.py \
+      --steps 20 --output docs/benchmarks_train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _synthetic_batch(config, template, points_budget: int, seed: int = 0) -> dict:
+  """A batch of the config's shapes: ellipse contours with their filled masks."""
+  from mask_hybridgnet_jax.contours import fill_polygon
+
+  rng = np.random.default_rng(seed)
+  size = config.dataset.image_size
+  batch_size = config.train.batch_size
+  num_organs = len(template.organ_names)
+  image = rng.random((batch_size, size, size, 1), dtype=np.float32)
+  masks = np.zeros((batch_size, num_organs, size, size), np.float32)
+  points = np.zeros((batch_size, num_organs, points_budget, 2), np.float32)
+  lengths = np.zeros((batch_size, num_organs), np.int32)
+  angles = np.linspace(0, 2 * np.pi, points_budget // 2, endpoint=False)
+  for b in range(batch_size):
+    for o in range(num_organs):
+      centre = np.array([(o + 1) / (num_organs + 1), 0.5]) + rng.normal(0, 0.02, 2)
+      radii = np.array([0.12, 0.3]) * rng.uniform(0.9, 1.1, 2)
+      contour = centre + radii * np.stack([np.cos(angles), np.sin(angles)], -1)
+      points[b, o, :len(contour)] = contour
+      lengths[b, o] = len(contour)
+      masks[b, o] = fill_polygon(contour * size, (size, size))
+  return {
+      "image": image, "masks": masks, "points": points, "lengths": lengths,
+      "present": lengths > 0, "valid": np.ones((batch_size,), bool),
+  }
+
+
+def _median_step_seconds(step, state, batch, steps: int):
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return state, statistics.median(times), times
+
+
+def run(config_path: str, steps: int, manual_dir: str | None) -> dict:
+  from mask_hybridgnet_jax.config_utils import load_config_file
+  from mask_hybridgnet_jax.models.hybridgnet import build_model
+  from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
+  from mask_hybridgnet_jax.topology import GraphTemplate
+  from mask_hybridgnet_jax.train.state import create_train_state
+  from mask_hybridgnet_jax.train.step import make_train_step
+
+  config = load_config_file(config_path)
+  if manual_dir:
+    from mask_hybridgnet_jax.train.loop import build_experiment
+    config.dataset.manual_dir = manual_dir
+    experiment = build_experiment(config, "/tmp/benchmark_train_workdir")
+    template, metadata = experiment.template, experiment.metadata
+    points_budget = experiment.stats["points_budget"]
+  else:
+    metadata = DatasetMetadata(organs=(Organ("right_lung", 1), Organ("left_lung", 2)))
+    # Mean boundary lengths of the Montgomery training split at 512 x 512.
+    template = GraphTemplate.from_boundary_lengths(
+        metadata, {"right_lung": 878.0, "left_lung": 866.0},
+        scale=config.graph.scale_factor, num_levels=config.graph.num_levels)
+    points_budget = 1152
+  model = build_model(config.model, template)
+  batch = jax.device_put(_synthetic_batch(config, template, points_budget))
+  state = create_train_state(model, config, jax.random.PRNGKey(0))
+  step_fn = make_train_step(model, template, config, metadata)
+  jitted = jax.jit(step_fn, donate_argnums=(0,))
+
+  start = time.perf_counter()
+  compiled = jitted.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  temp_bytes = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+
+  # Raster off: steps before T/5. Raster on: jump the step counter past T/5.
+  state, off_median, _ = _median_step_seconds(compiled, state, batch, steps)
+  raster_start = int(np.ceil(config.train.total_examples * config.loss.raster_start_fraction
+                             / config.train.batch_size)) + 1
+  state = state.replace(step=jnp.asarray(raster_start, state.step.dtype))
+  state, on_median, _ = _median_step_seconds(compiled, state, batch, steps)
+  peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  batch_size = config.train.batch_size
+  return {
+      "config": config_path,
+      "image_size": config.dataset.image_size,
+      "batch_size": batch_size,
+      "block": config.model.block,
+      "node_counts": list(template.node_counts),
+      "compile_seconds": round(compile_seconds, 2),
+      "step_seconds_raster_off": round(off_median, 4),
+      "step_seconds_raster_on": round(on_median, 4),
+      "raster_on_over_off": round(on_median / off_median, 3),
+      "examples_per_second_raster_off": round(batch_size / off_median, 2),
+      "examples_per_second_raster_on": round(batch_size / on_median, 2),
+      "compiled_temp_mib": None if temp_bytes is None else round(temp_bytes / 2**20, 1),
+      "peak_rss_mib": round(peak_rss_mib, 1),
+      "steps_timed": steps,
+      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+      "device": str(jax.devices()[0]),
+      "jax": jax.__version__,
+  }
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/montgomery.py")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+  parser.add_argument("--manual_dir", default=None,
+                      help="dataset folder to take node counts from (optional)")
+  parser.add_argument("--output", default=None, help="JSON file for the results")
+  args = parser.parse_args(argv)
+  result = run(args.config, args.steps, args.manual_dir)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if args.output:
+    from mask_hybridgnet_jax.io.atomic import write_text_atomic
+    write_text_atomic(args.output, text + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
