@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="treat degenerate organ masks as absent instead of failing")
   prepare.add_argument("--split_seed", type=int, default=0,
                        help="seed of the patient-level train/validation/test split")
+  prepare.add_argument("--overwrite", action="store_true",
+                       help="prepare again even if data_dir already holds this dataset")
 
   train = commands.add_parser("train", help="train a model (resumes if the workdir has one)")
   train.add_argument("--workdir", required=True, help="folder for checkpoints and logs")
@@ -120,12 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_prepare(args) -> int:
-  from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder
+  from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder, prepare
 
-  builder = load_builder(
-      args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
-      image_size=args.image_size, skip_degenerate=args.skip_degenerate,
-      split_seed=args.split_seed)
+  if args.overwrite:
+    builder = prepare(
+        args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
+        image_size=args.image_size, skip_degenerate=args.skip_degenerate,
+        split_seed=args.split_seed, overwrite=True)
+  else:
+    builder = load_builder(
+        args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
+        image_size=args.image_size, skip_degenerate=args.skip_degenerate,
+        split_seed=args.split_seed)
   metadata, stats = dataset_metadata(builder)
   print(f"prepared {args.dataset} in {builder.data_dir}")
   print(json.dumps({"organs": metadata.to_dict()["organs"], **stats}, indent=2, default=str))
@@ -218,9 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.basicConfig(
       level=logging.DEBUG if args.verbose else logging.INFO,
       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-  # Library loggers are chatty at INFO; keep this project's messages only.
+  # Library loggers are chatty; keep this project's messages. TFDS logs
+  # warnings such as "Variant folder ... has no dataset_info.json" for every
+  # dataset it prepares, which are expected here.
   for noisy in ("absl", "jax", "orbax", "tensorflow_datasets"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger(noisy).setLevel(logging.ERROR)
   if overrides and args.command != "train":
     parser.error(f"--config.{overrides[0]}: config overrides only apply to `train`")
 
@@ -237,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "prepare":
       return _run_prepare(args)
     if args.command == "train":
-      return _run_train(args, overrides)
+      try:
+        return _run_train(args, overrides)
+      except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to resume from the last checkpoint "
+              f"in {os.path.abspath(args.workdir)}", file=sys.stderr)
+        return 130
     if args.command == "predict":
       return _run_predict(args)
     if args.command == "evaluate":

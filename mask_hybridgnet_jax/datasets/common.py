@@ -668,7 +668,9 @@ def load_builder(
       raise PreparedDatasetMismatchError(
           f"{builder.data_path} was prepared from {builder.info.metadata.get('source_dir')}, "
           f"whose files differ from those now in {manual_dir} (files added, removed or "
-          "changed). Use another data_dir, or prepare again with overwrite=True.")
+          "changed). Use another data_dir, or prepare it again: `mask-hybridgnet prepare "
+          "--overwrite` with the same --dataset, --manual_dir, --data_dir and --image_size "
+          "(prepare(..., overwrite=True) in Python).")
   return builder
 
 

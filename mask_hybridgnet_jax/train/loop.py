@@ -262,6 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {}
   if start_step:
     logger.info("resuming from step %d of %d", start_step, total_steps)
+  logger.info("compiling the train step; the first step takes longer")
 
   # NOTE: every process reads the whole batch stream; on several hosts
   # shard_batch would need each host's share instead. Multi-host input
