@@ -1,10 +1,11 @@
 """Train-step speed, compile time and memory for a config, on this machine.
 
 Measures, in one process and one run so that the ratios share the machine's
-state: the first call of the jitted train step (compile plus one step), the
-median step time with the rasterisation loss off (before T/5) and on (after
-T/5), examples per second, the compiled step's temporary memory reported by
-XLA, and the process's peak resident memory. Synthetic inputs of the config's
+state. It reports the compile time of the jitted train step and the median
+step time with the rasterisation loss off and on (before and after
+`loss.raster_start_fraction * T`), with examples per second. It also
+reports the compiled step's temporary memory from XLA and the process's
+peak resident memory. Synthetic inputs of the config's
 shapes are used, so no dataset is needed; a dataset folder only sets the node
 counts (`--manual_dir`), else the chest X-ray template is built from fixed
 boundary lengths.
@@ -30,7 +31,7 @@ import numpy as np
 
 
 def _synthetic_batch(config, template, points_budget: int, seed: int = 0) -> dict:
-  """A batch of the config's shapes: ellipse contours with their filled masks."""
+  """Build a batch of the config's shapes: ellipse contours with their filled masks."""
   from mask_hybridgnet_jax.contours import fill_polygon
 
   rng = np.random.default_rng(seed)
@@ -100,7 +101,7 @@ def run(config_path: str, steps: int, manual_dir: str | None) -> dict:
   memory = compiled.memory_analysis()
   temp_bytes = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
 
-  # Raster off: steps before T/5. Raster on: jump the step counter past T/5.
+  # Raster off: steps before the raster start. Raster on: jump the step counter past it.
   state, off_median, _ = _median_step_seconds(compiled, state, batch, steps)
   raster_start = int(np.ceil(config.train.total_examples * config.loss.raster_start_fraction
                              / config.train.batch_size)) + 1

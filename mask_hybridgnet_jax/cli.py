@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
   prepare.add_argument("--split_seed", type=int, default=0,
                        help="seed of the patient-level train/validation/test split")
   prepare.add_argument("--overwrite", action="store_true",
-                       help="prepare again even if data_dir already holds this dataset")
+                       help="prepare again even if data_dir already contains this dataset")
 
   train = commands.add_parser("train", help="train a model (resumes if the workdir has one)")
   train.add_argument("--workdir", required=True, help="folder for checkpoints and logs")

@@ -23,7 +23,7 @@ DEMO_TOTAL_EXAMPLES = 4000
 
 def demo_config(manual_dir: str, total_examples: int = DEMO_TOTAL_EXAMPLES
                 ) -> ml_collections.ConfigDict:
-  """A CPU-sized config for the synthetic demo data."""
+  """Return a CPU-sized config for the synthetic demo data."""
   config = default_config()
   config.dataset.name = "mask_folder"
   config.dataset.manual_dir = manual_dir

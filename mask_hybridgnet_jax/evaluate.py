@@ -3,7 +3,7 @@
 Two sources of ground truth: a prepared dataset split (the masks stored at
 original resolution with each example), or a folder of predicted label maps
 next to a folder of ground-truth label maps. Distances are in mm when the
-example has a pixel spacing, else in pixels; the `unit` column says which.
+example has a pixel spacing, else in pixels, as the `unit` column records.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def write_results(rows: Sequence[dict], output_dir: str) -> dict[str, str]:
 
 
 def format_summary(rows: Sequence[dict]) -> str:
-  """A markdown table: per organ mean +- std of Dice, Hausdorff and ASSD."""
+  """Format a markdown table of per-organ mean +- std of Dice, Hausdorff and ASSD."""
   if not rows:
     return "no examples evaluated"
   summary = summarize(rows)

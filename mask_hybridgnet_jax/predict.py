@@ -73,6 +73,7 @@ def load_trained_model(workdir: str, checkpoint: str = "best") -> TrainedModel:
   """Restore the `best` (lowest validation loss) or `latest` checkpoint of a workdir."""
   if checkpoint not in ("best", "latest"):
     raise ValueError(f'checkpoint must be "best" or "latest", got {checkpoint!r}')
+
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
     raise WorkdirError(
@@ -80,6 +81,7 @@ def load_trained_model(workdir: str, checkpoint: str = "best") -> TrainedModel:
         "Train first with `mask-hybridgnet train --workdir ...`.")
   with open(config_path, encoding="utf-8") as f:
     config = config_utils.config_from_json(f.read())
+
   directory = os.path.join(
       os.path.abspath(workdir),
       checkpoint_lib.BEST_DIR if checkpoint == "best" else checkpoint_lib.LATEST_DIR)
@@ -92,6 +94,7 @@ def load_trained_model(workdir: str, checkpoint: str = "best") -> TrainedModel:
     return load_trained_model(workdir, "latest")
   if step is None:
     raise WorkdirError(f"no checkpoint found in {directory}; train longer or check the workdir")
+
   meta = checkpoint_lib.read_meta(manager, step)
   template = GraphTemplate.from_dict(meta["template"])
   metadata = DatasetMetadata.from_dict(meta["dataset_metadata"], source=f"{directory}/{step}")

@@ -185,5 +185,5 @@ def test_overfit_four_real_images(montgomery_dir, tmp_path):
 
 # NOTE: Dice of the filled graphs is not asserted. After this many steps the
 # nodes lie on the boundaries but not yet in ring order, so their polygons
-# self-intersect; docs/results.md describes the same effect on Montgomery.
+# self-intersect. docs/results.md describes the same effect on Montgomery.
 OVERFIT_STEPS = 300

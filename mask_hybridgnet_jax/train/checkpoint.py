@@ -1,6 +1,6 @@
 """Orbax checkpoints: the latest few, plus the best by validation loss.
 
-Each checkpoint holds two items: `state` (step, parameters, normalisation
+Each checkpoint contains two items: `state` (step, parameters, normalisation
 statistics, optimizer state and PRNG key) and `meta` (JSON: the config, the
 graph template, the dataset metadata and every parameter shape). Restoring
 first compares `meta` with the current run and raises a CheckpointMismatchError

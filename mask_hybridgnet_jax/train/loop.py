@@ -34,7 +34,6 @@ from mask_hybridgnet_jax.contours import fill_polygon
 from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder, read_split
 from mask_hybridgnet_jax.input_pipeline import BatchIterator, device_batch, iterate_eval_batches
 from mask_hybridgnet_jax.io.atomic import write_text_atomic
-from mask_hybridgnet_jax.losses.chamfer import check_lengths
 from mask_hybridgnet_jax.metrics import dice
 from mask_hybridgnet_jax.models.hybridgnet import build_model
 from mask_hybridgnet_jax.organs import DatasetMetadata
@@ -278,8 +277,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     for step in range(start_step, total_steps):
       batch = next(batches)
-      check_lengths(batch["lengths"], batch["points"].shape[2], batch["ids"],
-                    template.organ_names)
       compile_start = time.perf_counter()
       state, metrics = train_step(state, sharding.shard_batch(device_batch(batch), mesh))
       if step == start_step:

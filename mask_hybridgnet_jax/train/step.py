@@ -1,8 +1,8 @@
 """Pure train and evaluation steps.
 
-Both are built by `make_train_step` / `make_eval_step` around a model, a
-graph template and the loss config, then jitted once; everything that varies
-per step is an argument, so a run compiles each step once.
+`make_train_step` and `make_eval_step` build them around a model, a graph
+template and the loss config. Everything that varies per step is an
+argument, so a run compiles each step once.
 """
 
 from __future__ import annotations
