@@ -50,6 +50,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.log_var_clip = 10.0
   config.model.propagation = "dense"
   config.model.input_channels = 1
+  # Decode displacements from a learned per-node shape, initialised with the
+  # training split's mean contour (mask_hybridgnet_jax/mean_shape.py). A
+  # deviation from the published model (False): in 300 steps on four chest
+  # X-rays it raised the Dice of the filled graphs from 0.58 to 0.84, because
+  # every ring starts in node order (experiments/overfit_ordering.py).
+  config.model.shape_prior = True
 
   config.loss = default_loss_config()
   config.augment = default_augment_config()

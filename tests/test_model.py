@@ -489,6 +489,7 @@ def _model_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict({
       "block": "residual", "filters": 16, "latent_dim": 32, "cheb_k": 6, "norm": "group",
       "dtype": "float32", "log_var_clip": 10.0, "propagation": "dense", "input_channels": 1,
+      "shape_prior": False,
   })
   config.update(overrides)
   return config
@@ -506,3 +507,57 @@ def test_build_model_missing_field():
   del config["cheb_k"]
   with pytest.raises(ValueError, match="cheb_k"):
     build_model(config, TEMPLATE)
+
+
+def _ring_shape(template: GraphTemplate) -> np.ndarray:
+  """Each organ a circle of radius 0.2 around its own centre, [N0, 2]."""
+  rings = []
+  for o, n in enumerate(template.node_counts):
+    angle = 2 * np.pi * np.arange(n) / n
+    centre = (0.3 + 0.4 * o, 0.5)
+    rings.append(np.stack([centre[0] + 0.2 * np.cos(angle),
+                           centre[1] + 0.2 * np.sin(angle)], axis=1))
+  return np.concatenate(rings).astype(np.float32)
+
+
+def _prior_model_and_params(mean_shape):
+  config = _model_config(shape_prior=True, filters=8, latent_dim=8)
+  model = build_model(config, TEMPLATE, mean_shape=mean_shape)
+  images = jnp.zeros((1, 64, 64, 1), jnp.float32)
+  params = model.init({"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(1)},
+                      images, train=False)["params"]
+  return model, params, images
+
+
+def test_shape_prior_parameter_starts_at_the_mean_shape():
+  shape = _ring_shape(TEMPLATE)
+  _, params, _ = _prior_model_and_params(shape)
+  np.testing.assert_allclose(params["decoder"]["shape_prior"], shape, atol=1e-7)
+
+
+def test_shape_prior_offsets_final_and_skip_positions():
+  # With the last head convolution and every skip's linear map zeroed, the
+  # decoder outputs the prior itself, averaged down at the coarser levels.
+  shape = _ring_shape(TEMPLATE)
+  model, params, images = _prior_model_and_params(shape)
+  params = jax.tree_util.tree_map(lambda x: x, params)
+  decoder = dict(params["decoder"])
+  decoder["head_cheb1"] = jax.tree_util.tree_map(jnp.zeros_like, decoder["head_cheb1"])
+  for level in range(TEMPLATE.num_levels):
+    name = f"level{level}_skip"
+    decoder[name] = jax.tree_util.tree_map(jnp.zeros_like, decoder[name])
+  params = {**params, "decoder": decoder}
+  positions, aux = model.apply({"params": params}, images, train=False)
+  np.testing.assert_allclose(positions[0], shape, atol=1e-6)
+  expected = shape
+  by_level = {0: shape}
+  for level in range(TEMPLATE.num_levels - 1):
+    expected = TEMPLATE.downsample(level) @ expected
+    by_level[level + 1] = expected
+  for level, skip in zip(aux["levels"], aux["level_positions"]):
+    np.testing.assert_allclose(skip[0], np.clip(by_level[level], 0, 1), atol=1e-6)
+
+
+def test_shape_prior_rejects_a_mean_shape_of_the_wrong_size():
+  with pytest.raises(ValueError, match="mean_shape has 10 nodes"):
+    _prior_model_and_params(np.zeros((10, 2), np.float32))

@@ -111,13 +111,16 @@ class ImageToGraphSkip(nn.Module):
   """Predict node positions and append image features sampled there.
 
   Returns `(concat[features, positions, sampled] [B, n, F + 2 + C], positions [B, n, 2])`
-  with positions normalised and clipped to [0, 1].
+  with positions normalised and clipped to [0, 1]. With `offset` `[n, 2]` the
+  linear map predicts displacements from those positions.
   """
 
   @nn.compact
-  def __call__(self, features: jax.Array,
-               feature_map: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, features: jax.Array, feature_map: jax.Array,
+               offset: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     raw = nn.Dense(2, use_bias=False, name="positions")(features)
+    if offset is not None:
+      raw = raw + offset
     # Straight-through clip: the value is clipped to [0, 1], the gradient is
     # the identity. A plain clip has zero gradient outside the range, so a
     # skip whose nodes start outside the image could never move them back.
@@ -137,11 +140,18 @@ class GraphDecoder(nn.Module):
     template: the contour graphs; its `num_levels` sets the number of blocks.
     cheb_k: Chebyshev terms per convolution.
     propagation: "dense" or "segment_sum", see `ChebConv`.
+    shape_prior: predict every position as a displacement from a learned
+      per-node shape (parameter "shape_prior" `[N0, 2]`, normalised), averaged
+      down to the coarser levels with the template's downsampling.
+    mean_shape: initial value of that shape, `N0` pairs (x, y) normalised; the
+      centre of the image when None. Used only at initialisation.
   """
 
   template: GraphTemplate
   cheb_k: int = 6
   propagation: str = "dense"
+  shape_prior: bool = False
+  mean_shape: tuple[tuple[float, float], ...] | None = None
 
   def _laplacian(self, level: int) -> Laplacian:
     if self.propagation == "segment_sum":
@@ -184,6 +194,7 @@ class GraphDecoder(nn.Module):
                  kernel_init=nn.initializers.normal(stddev=0.5), name="latent_to_nodes")(latent)
     h = nn.relu(h).reshape(latent.shape[0], num_coarse, LATENT_NODE_FEATURES)
 
+    offsets = self._level_shapes() if self.shape_prior else None
     level_positions = []
     levels = []
     for j, level in enumerate(range(coarsest, -1, -1)):
@@ -192,7 +203,8 @@ class GraphDecoder(nn.Module):
         h = ChebConv(width, self.cheb_k, propagation=self.propagation,
                      name=f"level{level}_cheb{i}")(h, laplacian)
         h = nn.relu(_node_norm(h))
-      h, positions = ImageToGraphSkip(name=f"level{level}_skip")(h, skip_maps[j])
+      h, positions = ImageToGraphSkip(name=f"level{level}_skip")(
+          h, skip_maps[j], None if offsets is None else offsets[level])
       level_positions.append(positions)
       levels.append(level)
       if level > 0:
@@ -204,4 +216,22 @@ class GraphDecoder(nn.Module):
     h = nn.relu(_node_norm(h))
     positions = ChebConv(2, self.cheb_k, use_bias=False, propagation=self.propagation,
                          name="head_cheb1")(h, laplacian)
+    if offsets is not None:
+      positions = positions + offsets[0]
     return positions, tuple(level_positions), tuple(levels)
+
+  def _level_shapes(self) -> list[jax.Array]:
+    """The learned shape at every level, finest first: `[n_level, 2]` each."""
+    num_nodes = self.template.num_nodes(0)
+    if self.mean_shape is None:
+      init = nn.initializers.constant(0.5)
+    else:
+      if len(self.mean_shape) != num_nodes:
+        raise ValueError(
+            f"mean_shape has {len(self.mean_shape)} nodes but the template has {num_nodes}; "
+            "compute it from the same dataset as the template.")
+      init = lambda rng, shape, dtype=jnp.float32: jnp.asarray(self.mean_shape, dtype)
+    shapes = [self.param("shape_prior", init, (num_nodes, 2), jnp.float32)]
+    for level in range(self.template.num_levels - 1):
+      shapes.append(jnp.asarray(self.template.downsample(level)) @ shapes[-1])
+    return shapes

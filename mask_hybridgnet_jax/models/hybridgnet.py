@@ -23,7 +23,7 @@ from mask_hybridgnet_jax.topology import GraphTemplate
 
 # Constructor arguments that `build_model` reads from the model config.
 CONFIG_FIELDS = ("block", "filters", "latent_dim", "cheb_k", "norm", "dtype",
-                 "log_var_clip", "propagation", "input_channels")
+                 "log_var_clip", "propagation", "input_channels", "shape_prior")
 
 
 class HybridGNet(nn.Module):
@@ -44,6 +44,12 @@ class HybridGNet(nn.Module):
       [-log_var_clip, 0] before `exp`.
     propagation: graph propagation, "dense" or "segment_sum" (same result).
     input_channels: C, 1 for images or the organ count in mask-input mode.
+    shape_prior: decode displacements from a learned per-node shape instead of
+      absolute positions (see `GraphDecoder`). A deviation from the published
+      model that starts every contour as an ordered ring.
+    mean_shape: initial per-node shape, `N0` pairs (x, y) normalised, usually
+      the training split's mean contour (`mean_shape.mean_contour_shape`).
+      Only read at initialisation; None starts from the image centre.
   """
 
   template: GraphTemplate
@@ -56,6 +62,8 @@ class HybridGNet(nn.Module):
   log_var_clip: float = 10.0
   propagation: str = "dense"
   input_channels: int = 1
+  shape_prior: bool = False
+  mean_shape: tuple[tuple[float, float], ...] | None = None
 
   def __post_init__(self):
     _validate_options(self)
@@ -104,6 +112,7 @@ class HybridGNet(nn.Module):
 
     positions, level_positions, levels = GraphDecoder(
         template=self.template, cheb_k=self.cheb_k, propagation=self.propagation,
+        shape_prior=self.shape_prior, mean_shape=self.mean_shape,
         name="decoder")(latent, features)
     aux = {
         "level_positions": level_positions,
@@ -146,13 +155,16 @@ def _validate_options(model: HybridGNet) -> None:
     raise TypeError(f"HybridGNet needs a GraphTemplate, got {type(model.template).__name__}.")
 
 
-def build_model(model_config: Any, template: GraphTemplate) -> HybridGNet:
+def build_model(model_config: Any, template: GraphTemplate,
+                mean_shape: Any = None) -> HybridGNet:
   """Build a HybridGNet from a config whose fields are named like its arguments.
 
   Args:
     model_config: an `ml_collections.ConfigDict` (or any object with attributes)
       with the fields in `CONFIG_FIELDS`.
     template: the dataset's graph template.
+    mean_shape: optional initial shape `[N0, 2]` for `shape_prior`; ignored when
+      the config's `shape_prior` is False.
 
   Raises:
     ValueError: a field is missing or invalid.
@@ -162,6 +174,9 @@ def build_model(model_config: Any, template: GraphTemplate) -> HybridGNet:
     raise ValueError(
         f"model config is missing field(s) {missing}; it needs {list(CONFIG_FIELDS)}.")
   kwargs = {f: getattr(model_config, f) for f in CONFIG_FIELDS}
+  if mean_shape is not None and kwargs["shape_prior"]:
+    # A tuple keeps the module hashable, so it can be a static jit argument.
+    kwargs["mean_shape"] = tuple((float(x), float(y)) for x, y in mean_shape)
   return HybridGNet(template=template, **kwargs)
 
 

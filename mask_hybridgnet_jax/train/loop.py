@@ -34,6 +34,7 @@ from mask_hybridgnet_jax.contours import fill_polygon
 from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder, read_split
 from mask_hybridgnet_jax.input_pipeline import BatchIterator, device_batch, iterate_eval_batches
 from mask_hybridgnet_jax.io.atomic import write_text_atomic
+from mask_hybridgnet_jax.mean_shape import mean_contour_shape
 from mask_hybridgnet_jax.metrics import dice
 from mask_hybridgnet_jax.models.hybridgnet import build_model
 from mask_hybridgnet_jax.organs import DatasetMetadata
@@ -119,7 +120,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       num_levels=config.graph.num_levels,
       overrides=dict(config.graph.node_overrides) or None,
   )
-  model = build_model(config.model, template)
+  mean_shape = None
+  if config.model.shape_prior:
+    mean_shape = mean_contour_shape(
+        read_split(builder, "train"), metadata.organ_names, template.node_counts)
+  model = build_model(config.model, template, mean_shape=mean_shape)
   return Experiment(config, builder, metadata, stats, template, model)
 
 
