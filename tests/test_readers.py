@@ -584,3 +584,21 @@ def test_png_has_no_spacing(tmp_path):
   image, spacing = images.read_image_with_spacing(tmp_path / "a.png")
   np.testing.assert_array_equal(image, np.full((2, 2), 7.0, np.float32))
   assert spacing is None
+
+
+def test_index_files_nii_gz_stem(tmp_path):
+  from mask_hybridgnet_jax.datasets import common
+  (tmp_path / "case1.nii.gz").write_bytes(b"")
+  (tmp_path / "case2.PNG").write_bytes(b"")
+  (tmp_path / "case3.raw").write_bytes(b"")
+  by_stem, skipped = common.index_files(tmp_path, images.IMAGE_SUFFIXES, "image")
+  assert sorted(by_stem) == ["case1", "case2"]
+  assert by_stem["case1"].name == "case1.nii.gz"
+  assert [entry["file"] for entry in skipped] == [str(tmp_path / "case3.raw")]
+
+
+def test_find_images_nii_gz(tmp_path):
+  from mask_hybridgnet_jax import predict
+  (tmp_path / "a.nii.gz").write_bytes(b"")
+  (tmp_path / "b.gz").write_bytes(b"")
+  assert predict.find_images([str(tmp_path)]) == [str(tmp_path / "a.nii.gz")]

@@ -2,9 +2,9 @@
 
 MetaImage is the ITK file format: a text header of `Key = Value` lines, the
 last of which is `ElementDataFile`, followed by binary pixel data. With
-`ElementDataFile = LOCAL` the data follows the header in the same file (the
-usual `.mha`); otherwise it names a raw file, relative to the header's folder
-(the usual `.mhd` + `.raw` pair).
+`ElementDataFile = LOCAL`, the data follows the header in the same file, as
+in the usual `.mha`. Otherwise `ElementDataFile` names a raw file relative
+to the header's folder, as in the usual `.mhd` + `.raw` pair.
 
 Header keys this reader uses:
 
@@ -63,8 +63,7 @@ _BYTE_ORDER_KEYS = ("BinaryDataByteOrderMSB", "ByteOrderMSB", "ElementByteOrderM
 # scanned to its end.
 _MAX_HEADER_BYTES = 1 << 20
 
-# Window bits for zlib.decompressobj that accept both zlib and gzip streams,
-# as ITK's MetaIO does when it inflates data.
+# Window bits for zlib.decompressobj that accept both zlib and gzip streams.
 _ZLIB_OR_GZIP = 32 + zlib.MAX_WBITS
 
 

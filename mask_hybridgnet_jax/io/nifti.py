@@ -1,14 +1,15 @@
 """NIfTI (`.nii`, `.nii.gz`) images and label maps, read with nibabel.
 
 Axis convention: NIfTI stores voxels with indices (i, j, k). This reader
-returns `array[k, j, i]`: slices along k, image rows along j and image
-columns along i. That is how viewers lay out an axial slice of a volume
-stored in the usual RAS+ or LPS+ orientation, with i running left-right and
-j running posterior-anterior. No axis is flipped or reordered from the
-affine, so for a file stored in another orientation the rows and columns are
-still j and i. `Volume.orientation` gives the anatomical direction in which
-each of i, j and k increases (nibabel's axis codes) so that callers can
-reorient.
+returns `array[k, j, i]`: one slice per k, image row = j and image column =
+i, so slice k is `data[:, :, k].T` in nibabel's array. No axis is flipped or
+reordered from the affine. For an axial volume stored as RAS+, rows then run
+posterior to anterior and columns run patient left to right, which is
+mirrored and upside down compared with the radiological display that
+clinical viewers use. `Volume.orientation` gives the anatomical direction
+in which each of i, j and k increases (nibabel's axis codes), so callers can
+flip axes when the display matters. Segmentation masks read the same way
+stay aligned with their images.
 """
 
 from __future__ import annotations
