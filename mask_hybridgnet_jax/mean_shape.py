@@ -1,7 +1,7 @@
 """Arc-length resampling of contours and the mean contour of a training split.
 
-The mean contour initialises the model's shape prior: every organ starts as an
-ordered ring in its average place, so the graph decoder only has to learn
+The mean contour initialises the model's shape prior. Every organ starts as an
+ordered ring in its average place, so the graph decoder only learns
 displacements, and node i starts near the same part of the boundary in every
 image. Contours are resampled from their topmost point (smallest y, then
 smallest x) in their stored orientation, which the dataset builders make

@@ -12,8 +12,7 @@ from mask_hybridgnet_jax.mean_shape import (
     topmost_index,
 )
 
-# A 4x4 square listed from its bottom-left corner, positive orientation in
-# image coordinates (y down).
+# A 4x4 square listed from its bottom-left corner.
 SQUARE = np.array([[0.0, 4.0], [4.0, 4.0], [4.0, 0.0], [0.0, 0.0]])
 
 
@@ -21,7 +20,7 @@ def test_topmost_index_breaks_ties_by_smallest_x():
   assert topmost_index(SQUARE) == 3
 
 
-def test_resample_square_starts_at_topmost_point_and_follows_the_order():
+def test_resample_square_from_topmost_point():
   samples = resample_closed(SQUARE, 8)
   # Perimeter 16, a sample every 2 units from (0, 0) back along the listed order.
   expected = [[0, 0], [0, 2], [0, 4], [2, 4], [4, 4], [4, 2], [4, 0], [2, 0]]
@@ -44,7 +43,7 @@ def _example(organ_points, present):
           "lengths": lengths, "present": np.array(present)}
 
 
-def test_mean_of_two_shifted_squares_is_the_middle_square():
+def test_mean_of_shifted_squares():
   a = _example([SQUARE, SQUARE + 10], [True, True])
   b = _example([SQUARE + 2, SQUARE + 10], [True, True])
   mean = mean_contour_shape([a, b], ("one", "two"), (8, 4))
