@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pixel spacing for the folders mode; distances in pixels without it")
   evaluate.add_argument("--output_dir", help="where metrics.csv and summary.md go "
                         "(default: <workdir>/eval_<split>, or the predictions folder)")
-  evaluate.add_argument("--batch_size", type=int, default=8)
+  evaluate.add_argument("--batch_size", type=int, default=8, help="images per batch")
   return parser
 
 
