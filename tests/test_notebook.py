@@ -11,8 +11,10 @@ from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "colab" / "demo.ipynb"
-# Seconds a single cell may run; the whole notebook takes about 2 minutes on
-# 2 CPU cores in the tiny configuration.
+# Seconds a single cell may run. The whole notebook took 12.6 minutes in the
+# tiny configuration on 2 CPU cores shared with a load average of about 17,
+# most of it compiling the train step (249 s). NOTE: its time on an idle
+# machine has not been measured.
 CELL_TIMEOUT_SECONDS = 600
 
 
