@@ -115,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--metadata", help="metadata.json naming organs and labels (folders mode)")
   evaluate.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                         help="pixel spacing for the folders mode; distances in pixels without it")
-  evaluate.add_argument("--output_dir", help="where metrics.csv and summary.md go "
+  evaluate.add_argument("--output_dir", help="where metrics.csv, summary.md and dice_boxplot.png go "
                         "(default: <workdir>/eval_<split>, or the predictions folder)")
-  evaluate.add_argument("--batch_size", type=int, default=8)
+  evaluate.add_argument("--batch_size", type=int, default=8, help="images per batch")
   return parser
 
 
@@ -208,6 +208,8 @@ def _run_evaluate(args) -> int:
   paths = evaluate_lib.write_results(rows, output_dir)
   print(evaluate_lib.format_summary(rows))
   print(f"per-image metrics: {paths['csv']}")
+  if "dice_plot" in paths:
+    print(f"Dice box plot: {paths['dice_plot']}")
   return 0
 
 

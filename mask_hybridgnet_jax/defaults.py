@@ -28,6 +28,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ""
   # Square network input size S in pixels.
   config.dataset.image_size = 512
+  # Seed of the patient permutation behind the 70/10/20 train/validation/test split.
   config.dataset.split_seed = 0
   # Treat degenerate organ masks as absent (with a warning) instead of failing.
   config.dataset.skip_degenerate = False
@@ -35,6 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.graph = ml_collections.ConfigDict()
   # Nodes per organ = f * round(round(mean boundary length * scale) / f), at least 16 f.
   config.graph.scale_factor = 0.1
+  # Graph resolutions (2 to 4). Each coarser level halves the nodes of every organ.
   config.graph.num_levels = 3
   # Organ name -> full-resolution node count, overriding the rule.
   config.graph.node_overrides = ml_collections.ConfigDict()
@@ -61,6 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.augment = default_augment_config()
 
   config.optim = ml_collections.ConfigDict()
+  # Adam learning rate before the decay.
   config.optim.learning_rate = 1e-4
   # Coupled L2: decay * params is added to the gradient before Adam.
   config.optim.weight_decay = 1e-6
@@ -72,12 +75,20 @@ def default_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   # T in the loss schedules: examples seen over the whole run.
   config.train.total_examples = 250_000
+  # Examples per step, a multiple of the device count.
   config.train.batch_size = 1
+  # Seed of parameter initialisation, batch order, augmentation and latent sampling.
   config.train.seed = 0
+  # Steps between training records in <workdir>/metrics.jsonl.
   config.train.log_every_steps = 100
+  # Steps between validation passes. The last step is always evaluated.
   config.train.eval_every_steps = 5_000
+  # Steps between saves of the latest checkpoint (also saved at every evaluation).
   config.train.checkpoint_every_steps = 5_000
+  # Latest checkpoints kept in <workdir>/checkpoints. <workdir>/best keeps the one
+  # with the lowest validation loss.
   config.train.keep_checkpoints = 3
+  # Images per batch in validation passes.
   config.train.eval_batch_size = 8
   # Stop with an error naming the step when the loss turns NaN or Inf.
   config.train.stop_on_nonfinite = True

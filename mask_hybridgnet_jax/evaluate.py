@@ -100,13 +100,24 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
 
 
 def write_results(rows: Sequence[dict], output_dir: str) -> dict[str, str]:
-  """Write `metrics.csv` (one row per image and organ) and `summary.md`; return their paths."""
+  """Write `metrics.csv` (one row per image and organ), `summary.md` and `dice_boxplot.png`.
+
+  Returns:
+    Paths keyed "csv", "summary" and "dice_plot". There is no plot, and no
+    "dice_plot" key, when `rows` is empty.
+  """
+  from mask_hybridgnet_jax import visualize  # matplotlib is only needed here
+
   os.makedirs(output_dir, exist_ok=True)
   csv_path = os.path.join(output_dir, "metrics.csv")
   write_text_atomic(csv_path, rows_to_csv(rows))
   summary_path = os.path.join(output_dir, "summary.md")
   write_text_atomic(summary_path, format_summary(rows) + "\n\n" + EMPTY_MASK_POLICY + "\n")
-  return {"csv": csv_path, "summary": summary_path}
+  paths = {"csv": csv_path, "summary": summary_path}
+  if rows:
+    paths["dice_plot"] = visualize.plot_dice_boxplot(
+        list(rows), os.path.join(output_dir, "dice_boxplot.png"))
+  return paths
 
 
 def format_summary(rows: Sequence[dict]) -> str:

@@ -101,3 +101,40 @@ def plot_training_curves(metrics_path: str, output_path: str) -> str:
   plt.close(figure)
   write_bytes_atomic(output_path, buffer.getvalue())
   return output_path
+
+
+def plot_dice_boxplot(rows: list[dict], output_path: str) -> str:
+  """Plot the per-image Dice of each organ as a box plot into a PNG.
+
+  Args:
+    rows: per-image metric rows with "organ" and "dice" keys, as
+      `evaluate.evaluate_source` and `evaluate.evaluate_folders` return them.
+    output_path: PNG file to write.
+
+  Returns:
+    `output_path`.
+
+  Raises:
+    ValueError: `rows` is empty.
+  """
+  if not rows:
+    raise ValueError(f"no metric rows to plot into {output_path}; evaluate at least one image")
+  organs = list(dict.fromkeys(row["organ"] for row in rows))
+  values = [[float(row["dice"]) for row in rows if row["organ"] == organ] for organ in organs]
+  figure, axis = plt.subplots(figsize=(1.6 * len(organs) + 2.5, 4))
+  axis.boxplot(values)
+  axis.set_xticks(range(1, len(organs) + 1), organs)
+  # Each organ's image count, because a box of 3 images reads like one of 300.
+  counts = ", ".join(f"{organ}: {len(organ_values)} images"
+                     for organ, organ_values in zip(organs, values))
+  axis.set_xlabel(f"organ ({counts})")
+  axis.set_ylabel("Dice")
+  axis.set_ylim(0.0, 1.0)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+  import io
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100)
+  plt.close(figure)
+  write_bytes_atomic(output_path, buffer.getvalue())
+  return output_path
