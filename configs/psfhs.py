@@ -2,7 +2,7 @@
 
 Two organs: pubic_symphysis (label 1) and fetal_head (label 2). Left/right
 flips are allowed (set by the `psfhs` builder) because the probe may be held
-either way round; vertical flips and transposes are not, because the probe
+either way round. Vertical flips and transposes are not, because the probe
 is always at the top of the image. The MetaImage spacing of 1 is a
 placeholder, so distances are in pixels.
 
@@ -24,7 +24,7 @@ from mask_hybridgnet_jax.defaults import default_config
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
   config.dataset.name = "psfhs"
-  # The images are 256x256, so the network sees them at full resolution.
+  # The images are 256x256, so the network input keeps their full resolution.
   config.dataset.image_size = 256
   config.graph.scale_factor = 0.1
   # Grouped convolutions are about 17x slower than dense ones on XLA:CPU.

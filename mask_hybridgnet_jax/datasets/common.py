@@ -91,7 +91,7 @@ class SourceRecord:
     return self.example_id
 
   def paths(self) -> tuple[Path, ...]:
-    """Every file the record is read from."""
+    """Return every file the record is read from."""
     listed = (self.image_path, self.mask_path, *self.extra_paths)
     return tuple(path for path in listed if path is not None)
 
@@ -536,9 +536,10 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   Subclasses set `name`, `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS` (the
   expected folder layout) and implement `_dataset_metadata` and
   `_list_sources`. A dataset whose files are not one image file and one
-  label map file overrides `read_record`; one with per-example values beyond the common
-  features declares them in `extra_features`; one with published splits
-  overrides `assign_splits`. Instantiate with a config from `make_config`.
+  label map file overrides `read_record`. One with per-example values beyond
+  the common features declares them in `extra_features`, and one with
+  published splits overrides `assign_splits`. Instantiate with a config from
+  `make_config`.
   """
 
   # False for datasets of masks only, whose stored image is all zeros.

@@ -10,8 +10,8 @@ layout (TFDS `manual_dir`):
 
 `NNN_2HC.png` is a second image of the patient of `NNN_HC.png`, so both land
 in the same split. The outline is filled to a mask of the organ `fetal_head`.
-When the outline runs off the image edge, hole filling finds no interior;
-the mask is then the ellipse fitted to the outline pixels, clipped to the
+When the outline runs off the image edge, hole filling finds no interior.
+The mask is then the ellipse fitted to the outline pixels, clipped to the
 image. Each example keeps the pixel size (as isotropic spacing) and the
 reference head circumference in mm. Ultrasound heads may appear at any
 orientation, so flips and transposes are allowed.

@@ -12,8 +12,8 @@ distributed layout (TFDS `manual_dir`):
 The MetaImage headers give a spacing of 1 in every axis, which is a
 placeholder rather than a physical size, so the builder ignores it: examples
 have no spacing and distances are in pixels. Each image is its own patient. Vertical flips and
-transposes are not allowed because the probe is always above the pubic
-symphysis and the fetal head; mirroring left/right keeps that anatomy valid.
+transposes are not allowed, because the probe is always above the pubic
+symphysis and the fetal head. Mirroring left/right keeps that anatomy valid.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def node_counts(
   """Return organ -> full-resolution node count the graph template will use.
 
   The count follows `topology.nodes_for_organ` from the organ's mean train
-  boundary length; it is None for an organ absent from every train example,
+  boundary length. It is None for an organ absent from every train example,
   which needs an explicit override.
   """
   lengths = statistics.get("mean_boundary_lengths", {})

@@ -9,8 +9,8 @@ Source: the Sunnybrook Cardiac Data (Radau et al., MIDAS Journal, 2009; CC0
   contourfiles/<original_id>/i-contours/IM-0001-NNNN-icontour-manual.txt   endocardium
   contourfiles/<original_id>/o-contours/IM-0001-NNNN-ocontour-manual.txt   epicardium
 
-Contour file `IM-0001-NNNN` belongs to DICOM `int(NNNN).dcm`; it holds one
-`x y` pair per line in pixel coordinates of that slice.
+Contour file `IM-0001-NNNN` belongs to DICOM `int(NNNN).dcm`. It contains one
+`x y` pair per line, in pixel coordinates of that slice.
 
 Organs: `lv_cavity` (label 1) is the filled endocardium; `lv_myocardium`
 (label 2) is the filled epicardium minus the filled endocardium, present only
@@ -41,6 +41,7 @@ import csv
 import logging
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,13 @@ def _slice_indices(headers: dict[int, Any]) -> dict[int, int]:
 
 def _read_geometry(path: Path) -> tuple[Any, Any]:
   """Return (ImagePositionPatient, ImageOrientationPatient) of a DICOM file, without pixels."""
-  dataset = pydicom.dcmread(path, stop_before_pixels=True)
-  position = dataset.get("ImagePositionPatient")
-  orientation = dataset.get("ImageOrientationPatient")
+  with warnings.catch_warnings():
+    # pydicom warns about the Sunnybrook UIDs (components with leading
+    # zeros); the geometry read here does not depend on them.
+    warnings.simplefilter("ignore", UserWarning)
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    position = dataset.get("ImagePositionPatient")
+    orientation = dataset.get("ImageOrientationPatient")
   position = None if position is None or len(position) != 3 else [float(v) for v in position]
   orientation = (None if orientation is None or len(orientation) != 6
                  else [float(v) for v in orientation])
