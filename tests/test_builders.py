@@ -19,6 +19,7 @@ import pydicom
 import pytest
 from matplotlib.path import Path as PolygonPath
 from PIL import Image
+from scipy import ndimage
 from skimage import measure
 
 from mask_hybridgnet_jax import cli
@@ -476,10 +477,13 @@ def test_sunnybrook_masks_match_contours(sunnybrook_builder, sunnybrook_examples
       epicardium = _polygon_mask(_contour_points(sunnybrook_source, example_id, "o"), shape)
       ring = epicardium & ~cavity
       for index, expected in ((cavity_index, cavity), (myocardium_index, ring)):
-        differing = int(np.sum((example["masks_original"][index] > 0) != expected))
+        differing = (example["masks_original"][index] > 0) != expected
         # Contour vertices lie on half-pixel positions, so some pixel centres
-        # fall on edges, which only the builder counts as inside.
-        assert differing <= 0.02 * expected.sum(), (example_id, index)
+        # fall on edges, which only the builder counts as inside. Such pixels
+        # touch the oracle's boundary.
+        band = ndimage.binary_dilation(expected) & ~ndimage.binary_erosion(expected)
+        assert not np.any(differing & ~band), (example_id, index)
+        assert differing.sum() <= 0.05 * expected.sum(), (example_id, index)
 
 
 def test_sunnybrook_endocardium_only_slice(sunnybrook_builder, sunnybrook_examples):
