@@ -263,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Library loggers are chatty; keep this project's messages. TFDS logs
   # warnings such as "Variant folder ... has no dataset_info.json" for every
   # dataset it prepares, which are expected here.
-  for noisy in ("absl", "jax", "orbax", "tensorflow_datasets"):
+  # pydicom logs every invalid UID it reads (Sunnybrook has one per file).
+  for noisy in ("absl", "jax", "orbax", "tensorflow_datasets", "pydicom"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
   if overrides and args.command != "train":
     parser.error(f"--config.{overrides[0]}: config overrides only apply to `train`")

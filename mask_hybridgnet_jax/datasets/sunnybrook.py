@@ -293,7 +293,10 @@ class Sunnybrook(common.MaskDatasetBuilder):
   def read_record(
       self, record: common.SourceRecord, metadata: DatasetMetadata) -> common.RecordData:
     del metadata
-    image = dicom.read_dicom(record.image_path)
+    with warnings.catch_warnings():
+      # As in `_read_geometry`: the invalid UIDs do not affect the pixels.
+      warnings.simplefilter("ignore", UserWarning)
+      image = dicom.read_dicom(record.image_path)
     if image.pixels.ndim != 2:
       raise common.SourceRecordError(
           f"{record.image_path}: expected one 2-D slice, got pixel data of shape "
