@@ -90,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the patient-level train/validation/test split")
   prepare.add_argument("--overwrite", action="store_true",
                        help="prepare again even if data_dir already contains this dataset")
+  prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="dataset-specific builder option, e.g. mask_size=512 for "
+                            "jsrt_contours (repeatable)")
+  prepare.add_argument("--scale_factor", type=float, default=None,
+                       help="graph nodes per boundary pixel for the reported node counts "
+                            "(default: the dataset's, 0.05 for chest X-ray, else 0.1)")
+  prepare.add_argument("--num_levels", type=int, default=3,
+                       help="graph resolution levels for the reported node counts "
+                            "(default: %(default)s)")
+  prepare.add_argument("--json", action="store_true",
+                       help="print the organs and all stored statistics as JSON")
 
   train = commands.add_parser("train", help="train a model (resumes if the workdir has one)")
   train.add_argument("--workdir", required=True, help="folder for checkpoints and logs")
@@ -121,22 +132,45 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _parse_builder_options(items: Sequence[str]) -> dict[str, object]:
+  """Parse `KEY=VALUE` items; values that read as integers or floats become numbers."""
+  options: dict[str, object] = {}
+  for item in items:
+    key, separator, text = item.partition("=")
+    if not separator or not key:
+      raise ValueError(f"--option {item!r}: expected KEY=VALUE, e.g. mask_size=512.")
+    value: object = text
+    for parse in (int, float):
+      try:
+        value = parse(text)
+        break
+      except ValueError:
+        continue
+    options[key] = value
+  return options
+
+
 def _run_prepare(args) -> int:
   from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder, prepare
+  from mask_hybridgnet_jax.datasets.report import format_report
 
+  options = _parse_builder_options(args.option)
   if args.overwrite:
     builder = prepare(
         args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
         image_size=args.image_size, skip_degenerate=args.skip_degenerate,
-        split_seed=args.split_seed, overwrite=True)
+        split_seed=args.split_seed, overwrite=True, builder_options=options)
   else:
     builder = load_builder(
         args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
         image_size=args.image_size, skip_degenerate=args.skip_degenerate,
-        split_seed=args.split_seed)
+        split_seed=args.split_seed, builder_options=options)
   metadata, stats = dataset_metadata(builder)
   print(f"prepared {args.dataset} in {builder.data_dir}")
-  print(json.dumps({"organs": metadata.to_dict()["organs"], **stats}, indent=2, default=str))
+  if args.json:
+    print(json.dumps({"organs": metadata.to_dict()["organs"], **stats}, indent=2, default=str))
+  else:
+    print(format_report(args.dataset, metadata, stats, args.scale_factor, args.num_levels), end="")
   return 0
 
 
@@ -231,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Library loggers are chatty; keep this project's messages. TFDS logs
   # warnings such as "Variant folder ... has no dataset_info.json" for every
   # dataset it prepares, which are expected here.
-  for noisy in ("absl", "jax", "orbax", "tensorflow_datasets"):
+  # pydicom logs every invalid UID it reads (Sunnybrook has one per file).
+  for noisy in ("absl", "jax", "orbax", "tensorflow_datasets", "pydicom"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
   if overrides and args.command != "train":
     parser.error(f"--config.{overrides[0]}: config overrides only apply to `train`")
@@ -242,9 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
       return _run_demo(args)
     if args.command == "datasets":
-      from mask_hybridgnet_jax.datasets.registry import list_datasets
-      for line in list_datasets():
-        print(line)
+      from mask_hybridgnet_jax.datasets.registry import BUILDERS, list_datasets
+      for name in list_datasets():
+        summary = (BUILDERS[name].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {summary}")
       return 0
     if args.command == "prepare":
       return _run_prepare(args)

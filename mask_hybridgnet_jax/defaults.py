@@ -20,7 +20,8 @@ def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.dataset = ml_collections.ConfigDict()
-  # Builder name: "mask_folder" (images/ + masks/ + metadata.json) or "montgomery".
+  # Builder name: "mask_folder" (images/ + masks/ + metadata.json), "montgomery",
+  # "hc18", "psfhs", "sunnybrook" or "jsrt_contours" (`mask-hybridgnet datasets`).
   config.dataset.name = "mask_folder"
   # Folder with the source files, as distributed (the TFDS manual_dir).
   config.dataset.manual_dir = ""
@@ -32,6 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.dataset.split_seed = 0
   # Treat degenerate organ masks as absent (with a warning) instead of failing.
   config.dataset.skip_degenerate = False
+  # Dataset-specific builder settings, e.g. mask_size for jsrt_contours.
+  config.dataset.builder_options = ml_collections.ConfigDict()
 
   config.graph = ml_collections.ConfigDict()
   # Nodes per organ = f * round(round(mean boundary length * scale) / f), at least 16 f.

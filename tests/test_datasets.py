@@ -318,7 +318,8 @@ def test_points_budget_rounding():
 
 
 def test_registry_lists_builders():
-  assert registry.list_datasets() == ["mask_folder", "montgomery"]
+  assert registry.list_datasets() == [
+      "hc18", "jsrt_contours", "mask_folder", "montgomery", "psfhs", "sunnybrook"]
 
 
 def test_predefined_config_reused():

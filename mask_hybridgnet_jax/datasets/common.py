@@ -1,8 +1,10 @@
 """Shared machinery of the organ-mask TFDS builders.
 
 A concrete builder lists its source files (`SourceListing`) and its organs
-(`DatasetMetadata`). `MaskDatasetBuilder` then reads every image and label map
-once, encodes the examples, splits the patients deterministically into
+(`DatasetMetadata`). `MaskDatasetBuilder` then reads every record once
+(`read_record`: an image file and a label map file unless the builder
+overrides it),
+encodes the examples, splits the patients deterministically into
 train/validation/test and stores the statistics that fix graph sizes and
 padding in `builder.info.metadata`. Datasets are written as `array_record` and
 read back with `read_split`, without TensorFlow and without network access.
@@ -51,6 +53,10 @@ class PreparedDatasetMismatchError(ValueError):
   """A prepared dataset was built from different source files."""
 
 
+class SourceRecordError(ValueError):
+  """One source record cannot be read; the builder skips it and reports why."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceRecord:
   """One image and its label map, before reading.
@@ -58,16 +64,57 @@ class SourceRecord:
   Attributes:
     example_id: unique id of the example, also its TFDS key.
     patient_id: examples of one patient always land in the same split.
-    image_path: image file.
-    mask_path: label map file (PNG).
+    image_path: image file; None for a dataset without images.
+    mask_path: label map file; None when the builder makes
+      the masks from other files, such as contour text files.
     spacing: pixel size (row_mm, col_mm) of the original image, if known.
+    extra_paths: other files this example is read from (contours, landmarks).
+      They enter the source fingerprint.
+    attributes: values found while listing (a reference measurement, a
+      published split) that the builder's `read_record` uses.
   """
 
   example_id: str
   patient_id: str
-  image_path: Path
-  mask_path: Path
+  image_path: Path | None
+  mask_path: Path | None
   spacing: tuple[float, float] | None = None
+  extra_paths: tuple[Path, ...] = ()
+  attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def source(self) -> str:
+    """The first file of the record, to name it in messages."""
+    for path in (self.image_path, self.mask_path, *self.extra_paths):
+      if path is not None:
+        return str(path)
+    return self.example_id
+
+  def paths(self) -> tuple[Path, ...]:
+    """Return every file the record is read from."""
+    listed = (self.image_path, self.mask_path, *self.extra_paths)
+    return tuple(path for path in listed if path is not None)
+
+
+@dataclasses.dataclass
+class RecordData:
+  """One source record after reading, before encoding.
+
+  Attributes:
+    image: float32 `[H, W]` intensities in the file's own range.
+    label_map: integer `[H, W]`, 0 background, organ labels elsewhere; None
+      when `organ_masks` is given.
+    spacing: (row_mm, col_mm), or None when the source gives no physical size.
+    extra: values of the builder's `extra_features`, keyed by feature name.
+    organ_masks: bool `[O, H, W]` in metadata order, for organs that overlap
+      and so cannot share one label map; used instead of `label_map`.
+  """
+
+  image: np.ndarray
+  label_map: np.ndarray | None
+  spacing: tuple[float, float] | None = None
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+  organ_masks: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,13 +237,22 @@ def split_patients(
 # Example encoding.
 
 
-def example_features(image_size: int) -> tfds.features.FeaturesDict:
+def example_features(
+    image_size: int,
+    extra_features: Mapping[str, tfds.features.FeatureConnector] | None = None,
+) -> tfds.features.FeaturesDict:
   """Return the stored features; O organs, S input size, T points in total.
 
   `masks` and `masks_original` are zlib-compressed because their organ count
-  and original size vary between datasets and images.
+  and original size vary between datasets and images. `extra_features` adds
+  dataset-specific fields (a reference measurement, a slice position); the
+  common fields stay the same for every builder, so datasets prepared before
+  any extra field existed still decode.
+
+  Raises:
+    ValueError: an extra feature reuses the name of a common one.
   """
-  return tfds.features.FeaturesDict({
+  features = {
       # [S, S] in [0, 1], padded to a centred square and resized.
       "image": tfds.features.Tensor(shape=(image_size, image_size), dtype=np.float32),
       # [O, S, S] in {0, 1}.
@@ -217,7 +273,33 @@ def example_features(image_size: int) -> tfds.features.FeaturesDict:
       "masks_original": tfds.features.Tensor(
           shape=(None, None, None), dtype=np.uint8, encoding="zlib"),
       "id": tfds.features.Text(),
-  })
+  }
+  clashes = sorted(set(extra_features or {}) & set(features))
+  if clashes:
+    raise ValueError(f"extra features {clashes} reuse the names of common features.")
+  features.update(extra_features or {})
+  return tfds.features.FeaturesDict(features)
+
+
+def read_image_and_label_map(record: SourceRecord) -> RecordData:
+  """Read an image and its label map with `images`, the default `read_record`.
+
+  Raises:
+    images.ImageReadError: unreadable image or label map.
+    ImageSizeMismatchError: image and label map differ in size.
+  """
+  if record.image_path is None or record.mask_path is None:
+    raise SourceRecordError(
+        f"{record.example_id}: the default reader needs an image and a label map file, "
+        f"got image_path={record.image_path} and mask_path={record.mask_path}.")
+  image = images.read_image(record.image_path)
+  label_map = images.read_label_map(record.mask_path)
+  if image.shape != label_map.shape:
+    raise ImageSizeMismatchError(
+        f"{record.mask_path}: label map is {label_map.shape[0]}x{label_map.shape[1]} "
+        f"(HxW) but image {record.image_path} is {image.shape[0]}x{image.shape[1]}; "
+        "both must have the same size.")
+  return RecordData(image=image, label_map=label_map, spacing=record.spacing)
 
 
 def encode_example(
@@ -225,8 +307,9 @@ def encode_example(
     metadata: DatasetMetadata,
     image_size: int,
     skip_degenerate: bool = False,
+    data: RecordData | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-  """Read one image/label-map pair and encode it as a stored example.
+  """Encode one record as a stored example.
 
   Contours are traced on the original label map and only then mapped to
   normalised network coordinates, so resizing never changes their shape.
@@ -237,6 +320,7 @@ def encode_example(
     image_size: network input side S in pixels.
     skip_degenerate: treat a degenerate organ as absent (its masks are zeroed
       so that `present` and the masks agree) instead of raising.
+    data: the record already read; None reads it with `read_image_and_label_map`.
 
   Returns:
     (features dict as in `example_features`, names of organs skipped as
@@ -248,16 +332,23 @@ def encode_example(
     contours.LabelValueError: label values that are not organ labels.
     contours.DegenerateContourError: degenerate organ, unless skip_degenerate.
   """
-  image = images.read_image(record.image_path)
-  label_map = images.read_label_map(record.mask_path)
-  if image.shape != label_map.shape:
+  if data is None:
+    data = read_image_and_label_map(record)
+  image = np.asarray(data.image, np.float32)
+  source = str(record.mask_path) if record.mask_path is not None else record.source
+  if data.organ_masks is not None:
+    # A copy, because a degenerate organ skipped below gets its mask zeroed.
+    organ_masks = np.array(data.organ_masks, dtype=bool)
+    expected_shape = (len(metadata.organs), *image.shape)
+  else:
+    label_map = np.asarray(data.label_map)
+    expected_shape = label_map.shape
+    organ_masks = np.array(contours.organ_masks(label_map, metadata.organs, source=source))
+  if image.ndim != 2 or organ_masks.shape[-2:] != image.shape or (
+      data.organ_masks is not None and organ_masks.shape != expected_shape):
     raise ImageSizeMismatchError(
-        f"{record.mask_path}: label map is {label_map.shape[0]}x{label_map.shape[1]} "
-        f"(HxW) but image {record.image_path} is {image.shape[0]}x{image.shape[1]}; "
-        "both must have the same size.")
-  source = str(record.mask_path)
-  # A copy, because a degenerate organ skipped below gets its mask zeroed.
-  organ_masks = np.array(contours.organ_masks(label_map, metadata.organs, source=source))
+        f"{source}: masks have shape {organ_masks.shape} but the image has shape "
+        f"{image.shape}; expected one 2-D [H, W] mask per organ of the same size as the image.")
 
   organ_contours: list[np.ndarray | None] = []
   degenerate: list[str] = []
@@ -284,10 +375,10 @@ def encode_example(
     lengths.append(len(contour))
     boundary_lengths.append(contours.polygon_perimeter(contour))
 
-  if record.spacing is None:
+  if data.spacing is None:
     spacing = np.full((2,), np.nan, np.float32)
   else:
-    spacing = np.asarray(record.spacing, np.float32)
+    spacing = np.asarray(data.spacing, np.float32)
   features = {
       "image": np.asarray(network_image, np.float32),
       "masks": np.asarray(network_masks, np.uint8),
@@ -296,11 +387,15 @@ def encode_example(
       "present": np.asarray([c is not None for c in organ_contours], np.bool_),
       "boundary_lengths": np.asarray(boundary_lengths, np.float32),
       "spacing": spacing,
-      "has_spacing": record.spacing is not None,
+      "has_spacing": data.spacing is not None,
       "original_size": np.asarray(image.shape, np.int32),
       "masks_original": organ_masks.astype(np.uint8),
       "id": record.example_id,
   }
+  clashes = sorted(set(data.extra) & set(features))
+  if clashes:
+    raise ValueError(f"{source}: extra values {clashes} reuse the names of common features.")
+  features.update(data.extra)
   return features, degenerate
 
 
@@ -326,8 +421,9 @@ def compute_statistics(
   Returns:
     JSON-ready dict with `mean_boundary_lengths` (organ -> mean closed contour
     length in original pixels over the train examples where the organ is
-    present, None when it never is), `presence_counts` (split -> organ ->
-    count), `max_points` (longest single-organ point set over all splits),
+    present, None when it never is), `split_mean_boundary_lengths` (split ->
+    the same per split), `presence_counts` (split -> organ -> count),
+    `max_points` (longest single-organ point set over all splits),
     `points_budget` and `split_sizes`.
   """
   presence_counts = {}
@@ -340,25 +436,36 @@ def compute_statistics(
         max_points = max(max_points, int(np.max(example["lengths"])))
     presence_counts[split] = {name: int(c) for name, c in zip(organ_names, counts)}
 
-  mean_boundary_lengths: dict[str, float | None] = {}
-  train = examples.get("train", ())
-  for index, name in enumerate(organ_names):
-    values = [float(e["boundary_lengths"][index]) for e in train if e["present"][index]]
-    if values:
-      mean_boundary_lengths[name] = float(np.mean(values))
-    else:
-      mean_boundary_lengths[name] = None
+  split_mean_boundary_lengths = {
+      split: _mean_boundary_lengths(split_examples, organ_names)
+      for split, split_examples in examples.items()
+  }
+  mean_boundary_lengths = _mean_boundary_lengths(examples.get("train", ()), organ_names)
+  for name, value in mean_boundary_lengths.items():
+    if value is None:
       logger.warning(
           "Organ %r is absent from every train example, so it has no mean boundary "
           "length. A graph template needs an explicit node count for it.", name)
 
   return {
       "mean_boundary_lengths": mean_boundary_lengths,
+      "split_mean_boundary_lengths": split_mean_boundary_lengths,
       "presence_counts": presence_counts,
       "max_points": max_points,
       "points_budget": points_budget(max_points),
       "split_sizes": {split: len(v) for split, v in examples.items()},
   }
+
+
+def _mean_boundary_lengths(
+    examples: Sequence[Mapping[str, Any]], organ_names: Sequence[str],
+) -> dict[str, float | None]:
+  """Return organ -> mean boundary length over the examples where it is present."""
+  means: dict[str, float | None] = {}
+  for index, name in enumerate(organ_names):
+    values = [float(e["boundary_lengths"][index]) for e in examples if e["present"][index]]
+    means[name] = float(np.mean(values)) if values else None
+  return means
 
 
 def source_fingerprint(listing: SourceListing) -> str:
@@ -370,7 +477,7 @@ def source_fingerprint(listing: SourceListing) -> str:
   """
   paths = set(listing.extra_files)
   for record in listing.records:
-    paths.update((record.image_path, record.mask_path))
+    paths.update(record.paths())
   for entry in listing.skipped:
     paths.add(Path(entry["file"]))
   digest = hashlib.sha256()
@@ -379,6 +486,8 @@ def source_fingerprint(listing: SourceListing) -> str:
     digest.update(f"{path.parent.name}/{path.name}\0{size}\n".encode())
   for record in listing.records:
     digest.update(f"{record.example_id}\0{record.patient_id}\0{record.spacing}\n".encode())
+    if record.attributes:
+      digest.update(f"{sorted(record.attributes.items())}\n".encode())
   return digest.hexdigest()
 
 
@@ -426,8 +535,18 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
 
   Subclasses set `name`, `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS` (the
   expected folder layout) and implement `_dataset_metadata` and
-  `_list_sources`. Instantiate with a config from `make_config`.
+  `_list_sources`. A dataset whose files are not one image file and one
+  label map file overrides `read_record`. One with per-example values beyond
+  the common features declares them in `extra_features`, and one with
+  published splits overrides `assign_splits`. Instantiate with a config from
+  `make_config`.
   """
+
+  # False for datasets of masks only, whose stored image is all zeros.
+  HAS_IMAGES = True
+  # Graph scale factor s that `prepare` uses to report node counts
+  # (reference: 0.05 for chest X-ray, 0.1 elsewhere).
+  GRAPH_SCALE_FACTOR = 0.1
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -442,8 +561,16 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       skip_degenerate: bool = False,
       split_seed: int = 0,
       split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+      **options: Any,
   ) -> MaskBuilderConfig:
-    """Return the config for these settings, predefined or new."""
+    """Return the config for these settings, predefined or new.
+
+    Raises:
+      ValueError: invalid settings, or `options` this builder does not have.
+    """
+    if options:
+      raise ValueError(
+          f"Dataset {cls.name!r} has no builder options; got {sorted(options)}.")
     split_fractions = tuple(float(f) for f in split_fractions)
     _validate_settings(image_size, split_seed, split_fractions)
     name = config_name(image_size, skip_degenerate, split_seed, split_fractions)
@@ -471,6 +598,37 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       DatasetSourceError: a required folder or file is missing.
     """
 
+  @classmethod
+  def extra_features(cls) -> dict[str, tfds.features.FeatureConnector]:
+    """Return the dataset-specific features stored beside the common ones."""
+    return {}
+
+  def read_record(self, record: SourceRecord, metadata: DatasetMetadata) -> RecordData:
+    """Read one record into an image, a label map, spacing and extra values.
+
+    The default reads an image and a label map with `images.read_image` and
+    `images.read_label_map`, and takes the spacing from the record.
+
+    Raises:
+      images.ImageReadError, ImageSizeMismatchError, SourceRecordError: the
+        record cannot be used; the builder skips it and reports the reason.
+    """
+    del metadata
+    return read_image_and_label_map(record)
+
+  def assign_splits(
+      self, listing: SourceListing, patients: Sequence[str],
+  ) -> dict[str, tuple[str, ...]]:
+    """Return split name -> patient ids; the default is `split_patients`.
+
+    Args:
+      listing: the source listing.
+      patients: patient ids of the examples that were encoded.
+    """
+    del listing
+    config: MaskBuilderConfig = self.builder_config
+    return split_patients(sorted(set(patients)), config.split_seed, config.split_fractions)
+
   def list_sources(self, manual_dir: str | os.PathLike[str]) -> SourceListing:
     """List the sources, raising DatasetSourceError when there are none."""
     manual_dir = Path(manual_dir)
@@ -490,7 +648,7 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__class__.__doc__,
-        features=example_features(self.builder_config.image_size),
+        features=example_features(self.builder_config.image_size, self.extra_features()),
         metadata=tfds.core.MetadataDict(),
     )
 
@@ -505,8 +663,7 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     encoded, patients, skipped, degenerate = self._encode_all(listing, metadata)
 
     try:
-      patient_split = split_patients(
-          sorted(set(patients.values())), config.split_seed, config.split_fractions)
+      patient_split = self.assign_splits(listing, sorted(set(patients.values())))
     except ValueError as e:
       raise DatasetSourceError(f"{manual_dir}: {e}") from e
     split_of_patient = {p: split for split, ids in patient_split.items() for p in ids}
@@ -519,6 +676,8 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     self.info.metadata.update(statistics)
     self.info.metadata.update({
         "image_size": config.image_size,
+        "has_images": self.HAS_IMAGES,
+        "graph_scale_factor": self.GRAPH_SCALE_FACTOR,
         "split_seed": config.split_seed,
         "split_fractions": list(config.split_fractions),
         "split_patients": {split: list(ids) for split, ids in patient_split.items()},
@@ -546,16 +705,21 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
             f"{record.image_path}: example id {record.example_id!r} appears twice, "
             "but ids must be unique.")
       try:
+        data = self.read_record(record, metadata)
         features, degenerate_organs = encode_example(
-            record, metadata, config.image_size, config.skip_degenerate)
+            record, metadata, config.image_size, config.skip_degenerate, data=data)
       except contours.DegenerateContourError as e:
         raise contours.DegenerateContourError(
             f"{e} Fix the label map, or prepare with skip_degenerate=True to treat "
             "the organ as absent in this image.") from e
-      except (images.ImageReadError, ImageSizeMismatchError, contours.LabelValueError) as e:
+      except (images.ImageReadError, ImageSizeMismatchError, contours.LabelValueError,
+              SourceRecordError) as e:
         logger.warning("Skipping example %s: %s", record.example_id, e)
-        skipped.append({"file": str(record.image_path), "reason": str(e)})
+        skipped.append({"file": record.source, "reason": str(e)})
         continue
+      if len(encoded) % 50 == 49:
+        logger.info("%s: encoded %d of %d records.", self.name, len(encoded) + 1,
+                    len(listing.records))
       encoded.append(features)
       patients[record.example_id] = record.patient_id
       degenerate.extend({"id": record.example_id, "organ": name} for name in degenerate_organs)
@@ -589,9 +753,11 @@ def _make_builder(
     skip_degenerate: bool,
     split_seed: int,
     split_fractions: Sequence[float],
+    builder_options: Mapping[str, Any] | None = None,
 ) -> MaskDatasetBuilder:
   cls = _builder_class(name)
-  config = cls.make_config(image_size, skip_degenerate, split_seed, split_fractions)
+  config = cls.make_config(
+      image_size, skip_degenerate, split_seed, split_fractions, **dict(builder_options or {}))
   return cls(data_dir=os.fspath(data_dir), config=config, file_format=FILE_FORMAT)
 
 
@@ -605,15 +771,19 @@ def prepare(
     split_seed: int = 0,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     overwrite: bool = False,
+    builder_options: Mapping[str, Any] | None = None,
 ) -> MaskDatasetBuilder:
   """Prepare a dataset from `manual_dir` into `data_dir` and return its builder.
 
   An already prepared dataset is reused unless `overwrite` is set.
+  `builder_options` are dataset-specific settings, such as `mask_size` of
+  `jsrt_contours`.
 
   Raises:
     DatasetSourceError: `manual_dir` is missing or contains no usable pair.
   """
-  builder = _make_builder(name, data_dir, image_size, skip_degenerate, split_seed, split_fractions)
+  builder = _make_builder(
+      name, data_dir, image_size, skip_degenerate, split_seed, split_fractions, builder_options)
   if builder.is_prepared() and not overwrite:
     return builder
   builder.list_sources(manual_dir)
@@ -634,6 +804,7 @@ def load_builder(
     skip_degenerate: bool = False,
     split_seed: int = 0,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    builder_options: Mapping[str, Any] | None = None,
 ) -> MaskDatasetBuilder:
   """Return a prepared builder, preparing the dataset first if needed.
 
@@ -647,7 +818,8 @@ def load_builder(
       None for a dataset that is not prepared.
     PreparedDatasetMismatchError: the prepared copy came from other files.
   """
-  builder = _make_builder(name, data_dir, image_size, skip_degenerate, split_seed, split_fractions)
+  builder = _make_builder(
+      name, data_dir, image_size, skip_degenerate, split_seed, split_fractions, builder_options)
   if not builder.is_prepared():
     if manual_dir is None:
       raise DatasetSourceError(
@@ -657,7 +829,7 @@ def load_builder(
     return prepare(
         name, manual_dir=manual_dir, data_dir=data_dir, image_size=image_size,
         skip_degenerate=skip_degenerate, split_seed=split_seed,
-        split_fractions=split_fractions)
+        split_fractions=split_fractions, builder_options=builder_options)
 
   if manual_dir is not None and not Path(manual_dir).exists():
     logger.warning(
@@ -681,9 +853,11 @@ def dataset_metadata(builder: MaskDatasetBuilder) -> tuple[DatasetMetadata, dict
 
   The statistics dict contains every other key of `builder.info.metadata`:
   `image_size`, `points_budget`, `max_points`, `mean_boundary_lengths`,
-  `presence_counts`, `split_sizes`, `split_patients`, `split_seed`,
-  `split_fractions`, `skipped`, `degenerate_skipped`, `source_dir` and
-  `source_fingerprint`.
+  `split_mean_boundary_lengths`, `presence_counts`, `split_sizes`,
+  `split_patients`, `split_seed`, `split_fractions`, `skipped`,
+  `degenerate_skipped`, `source_dir`, `source_fingerprint`, `has_images`
+  and `graph_scale_factor`. Datasets prepared before the last three keys
+  existed get `has_images` True and their per-split means left out.
   """
   stored = dict(builder.info.metadata or {})
   missing = [key for key in ("organs", "points_budget") if key not in stored]
@@ -695,6 +869,7 @@ def dataset_metadata(builder: MaskDatasetBuilder) -> tuple[DatasetMetadata, dict
       {key: stored[key] for key in _METADATA_KEYS if key in stored},
       source=f"{builder.data_path}/metadata.json")
   statistics = {key: value for key, value in stored.items() if key not in _METADATA_KEYS}
+  statistics.setdefault("has_images", True)
   return metadata, statistics
 
 

@@ -111,8 +111,15 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       image_size=config.dataset.image_size,
       skip_degenerate=config.dataset.skip_degenerate,
       split_seed=config.dataset.split_seed,
+      builder_options=dict(config.dataset.get("builder_options", None) or {}),
   )
   metadata, stats = dataset_metadata(builder)
+  if not stats.get("has_images", True) and config.get("input", "image") != "masks":
+    raise config_utils.ConfigError(
+        f"dataset {config.dataset.name!r} has no images (its stored images are zeros), so an "
+        "image model cannot learn from it. Train a mask-input model on it: set "
+        'config.input = "masks" and model.input_channels to the number of organs '
+        "(see configs/jsrt_mask2graph.py).")
   template = GraphTemplate.from_boundary_lengths(
       metadata.organs,
       stats["mean_boundary_lengths"],
