@@ -9,7 +9,8 @@ model of another shape.
 
 Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a process killed mid-write leaves the previous checkpoint
-restorable.
+restorable. The temporary folders such a kill leaves behind are deleted when
+the next run opens the workdir.
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ class Checkpointer:
     workdir = os.path.abspath(workdir)
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, LATEST_DIR),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True),
     )
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, BEST_DIR),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m["val_loss"], best_mode="min"),
+            max_to_keep=1, create=True, best_fn=lambda m: m["val_loss"], best_mode="min",
+            cleanup_tmp_directories=True),
     )
 
   def save(self, state: TrainState, meta: dict[str, Any], val_loss: float | None = None) -> None:
