@@ -31,7 +31,8 @@ def load_config_file(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   config = module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
-  from mask_hybridgnet_jax.defaults import default_config  # defaults imports the losses
+  # Imported here because defaults imports JAX (through augment and the losses).
+  from mask_hybridgnet_jax.defaults import default_config
 
   check_config_keys(config, default_config(), source=path)
   return config
@@ -43,7 +44,7 @@ FREE_FORM_GROUPS = ("graph.node_overrides",)
 
 def check_config_keys(config: ml_collections.ConfigDict,
                       reference: ml_collections.ConfigDict, source: str) -> None:
-  """Raise ConfigError when `config` lacks a key of `reference` or has an unknown one.
+  """Check that `config` has exactly the keys of `reference`, or raise ConfigError.
 
   Unknown keys are listed with the nearest valid key, so a misspelt key in a
   config file fails at load time instead of being ignored.

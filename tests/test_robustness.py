@@ -20,10 +20,10 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from mask_hybridgnet_jax import cli, config_utils, contours, evaluate, metrics
+from mask_hybridgnet_jax import cli, config_utils, contours, evaluate, metrics, preprocess
 from mask_hybridgnet_jax.contours import DegenerateContourError
 from mask_hybridgnet_jax.datasets.synthetic import write_synthetic_dataset
-from mask_hybridgnet_jax.io.images import read_label_map
+from mask_hybridgnet_jax.io.images import read_image, read_label_map
 from mask_hybridgnet_jax.losses import raster
 from mask_hybridgnet_jax.organs import Organ
 from mask_hybridgnet_jax.train import checkpoint as checkpoint_lib
@@ -146,6 +146,17 @@ def test_empty_prediction_csv_leaves_distances_blank(tmp_path):
     assert metrics.EMPTY_MASK_POLICY in f.read()
 
 
+# Images.
+
+
+def test_16bit_png_normalised_by_real_range(tmp_path):
+  path = tmp_path / "wide.png"
+  Image.fromarray(np.array([[0, 300], [4196, 65535]], dtype=np.uint16)).save(path)
+  normalised = preprocess.normalize_intensity(read_image(path))
+  expected = np.array([[0.0, 300.0], [4196.0, 65535.0]]) / 65535.0
+  np.testing.assert_allclose(normalised, expected, rtol=1e-6)
+
+
 # Configs.
 
 
@@ -175,6 +186,14 @@ def test_config_file_missing_key_named(tmp_path):
 def test_config_file_node_overrides_free_form(tmp_path):
   path = _write_config(tmp_path / "nodes.py", "  config.graph.node_overrides.spleen = 32\n")
   assert config_utils.load_config_file(path).graph.node_overrides.spleen == 32
+
+
+def test_cli_top_level_typo_names_nearest(tmp_path, capsys):
+  status = cli.main(["train", "--workdir", str(tmp_path), "--config.lerning_rate=1"])
+  error = capsys.readouterr().err
+  assert status == 2
+  assert 'unknown config key "lerning_rate"' in error
+  assert 'Did you mean "optim.learning_rate"' in error
 
 
 def test_cli_rejects_config_file_typo(tmp_path, capsys):
@@ -207,13 +226,15 @@ atomicity.AtomicRenameTemporaryPath.finalize = finalize_or_exit
 sys.exit(cli.main(sys.argv[2:]))
 """
 
-# Four steps of two examples, a checkpoint every two steps and validation at
-# the end, so the kill at step 4 comes after a complete checkpoint at step 2.
+# Three steps of two examples and a checkpoint after every step, so the kill
+# at step 2 comes after a complete checkpoint at step 1. Validation runs only
+# after step 3, so the killed process never compiles the eval step.
 _TRAIN_OVERRIDES = [
-    "--config.train.total_examples=8",
-    "--config.train.checkpoint_every_steps=2",
-    "--config.train.eval_every_steps=4",
+    "--config.train.total_examples=6",
+    "--config.train.checkpoint_every_steps=1",
+    "--config.train.eval_every_steps=3",
 ]
+KILL_STEP = 2
 
 
 def _tmp_folders(folder) -> list[str]:
@@ -222,7 +243,7 @@ def _tmp_folders(folder) -> list[str]:
 
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory):
-  """A run killed while saving step 4, then the same command run again."""
+  """A run killed while saving step KILL_STEP, then the same command run again."""
   root = tmp_path_factory.mktemp("interrupted")
   data = write_synthetic_dataset(root / "data", num_images=8, size=64, seed=0)
   workdir = root / "run"
@@ -230,7 +251,7 @@ def interrupted_run(tmp_path_factory):
           f"--config.dataset.manual_dir={data}", *_TRAIN_OVERRIDES]
   env = dict(os.environ, PYTHONPATH=PROJECT_ROOT, JAX_PLATFORMS="cpu",
              JAX_DISABLE_MOST_OPTIMIZATIONS="true")
-  killed = subprocess.run([sys.executable, "-c", _KILL_DURING_SAVE, "4", *argv],
+  killed = subprocess.run([sys.executable, "-c", _KILL_DURING_SAVE, str(KILL_STEP), *argv],
                           env=env, capture_output=True, text=True, timeout=600)
 
   checkpoints = workdir / checkpoint_lib.LATEST_DIR
@@ -241,7 +262,7 @@ def interrupted_run(tmp_path_factory):
   }
   manager = ocp.CheckpointManager(str(checkpoints))
   after_kill["latest_step"] = manager.latest_step()
-  restored = manager.restore(2, args=ocp.args.Composite(
+  restored = manager.restore(KILL_STEP - 1, args=ocp.args.Composite(
       state=ocp.args.StandardRestore()))["state"]
   manager.close()
   after_kill["restored_step"] = int(restored["step"])
@@ -253,26 +274,27 @@ def interrupted_run(tmp_path_factory):
 def test_kill_during_save_happened(interrupted_run):
   after_kill = interrupted_run["after_kill"]
   assert after_kill["returncode"] == 137, after_kill["stderr"][-2000:]
-  assert after_kill["tmp_folders"] == ["4.orbax-checkpoint-tmp"]
+  assert after_kill["tmp_folders"] == [f"{KILL_STEP}.orbax-checkpoint-tmp"]
 
 
 def test_previous_checkpoint_restores_after_kill(interrupted_run):
-  assert interrupted_run["after_kill"]["latest_step"] == 2
-  assert interrupted_run["after_kill"]["restored_step"] == 2
+  assert interrupted_run["after_kill"]["latest_step"] == KILL_STEP - 1
+  assert interrupted_run["after_kill"]["restored_step"] == KILL_STEP - 1
 
 
 def test_rerun_resumes_and_finishes(interrupted_run):
   workdir = interrupted_run["workdir"]
   assert interrupted_run["status"] == 0
   manager = ocp.CheckpointManager(str(workdir / checkpoint_lib.LATEST_DIR))
-  assert manager.latest_step() == 4
+  assert manager.latest_step() == 3
   manager.close()
   with open(workdir / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
   compiles = [r["step"] for r in records if "compile_seconds" in r]
-  # The first run compiled before step 1, the rerun before step 3 (resumed at 2).
-  assert compiles == [1, 3]
-  assert [r["step"] for r in records if "loss" in r] == [2, 4]
+  # The first run compiled before step 1 and the rerun, resumed at step 1,
+  # before step 2. Lines the killed run logged after step 1 were dropped.
+  assert compiles == [1, 2]
+  assert [r["step"] for r in records if "loss" in r] == [2, 3]
 
 
 def test_rerun_leaves_no_temporary_folders(interrupted_run):
