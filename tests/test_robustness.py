@@ -303,6 +303,19 @@ def test_rerun_leaves_no_temporary_folders(interrupted_run):
   assert _tmp_folders(workdir / checkpoint_lib.BEST_DIR) == []
 
 
+def test_checkpointer_deletes_leftover_temporary_folders(tmp_path):
+  # A kill between two saves of different steps leaves a folder that no later
+  # save of the same step replaces.
+  for sub in (checkpoint_lib.LATEST_DIR, checkpoint_lib.BEST_DIR):
+    leftover = tmp_path / sub / "5.orbax-checkpoint-tmp"
+    leftover.mkdir(parents=True)
+    (leftover / "partial").write_bytes(b"\0" * 16)
+  checkpointer = checkpoint_lib.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.close()
+  assert _tmp_folders(tmp_path / checkpoint_lib.LATEST_DIR) == []
+  assert _tmp_folders(tmp_path / checkpoint_lib.BEST_DIR) == []
+
+
 @pytest.fixture(scope="module")
 def bad_folder_prediction(interrupted_run, tmp_path_factory):
   """`predict` on a folder with one good PNG, a.b.JPG and two unreadable files."""
