@@ -31,7 +31,42 @@ def load_config_file(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   config = module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+  # Imported here because defaults imports JAX (through augment and the losses).
+  from mask_hybridgnet_jax.defaults import default_config
+
+  check_config_keys(config, default_config(), source=path)
   return config
+
+
+# Groups whose keys are free-form (organ names), so they are not compared.
+FREE_FORM_GROUPS = ("graph.node_overrides",)
+
+
+def check_config_keys(config: ml_collections.ConfigDict,
+                      reference: ml_collections.ConfigDict, source: str) -> None:
+  """Check that `config` has exactly the keys of `reference`, or raise ConfigError.
+
+  Unknown keys are listed with the nearest valid key, so a misspelt key in a
+  config file fails at load time instead of being ignored.
+  """
+  config_keys = set(_comparable_keys(config))
+  reference_keys = set(_comparable_keys(reference))
+  problems = []
+  for key in sorted(config_keys - reference_keys):
+    close = difflib.get_close_matches(key, sorted(reference_keys), n=1, cutoff=0.5)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    problems.append(f'unknown key "{key}"{hint}')
+  for key in sorted(reference_keys - config_keys):
+    problems.append(f'missing key "{key}"')
+  if problems:
+    raise ConfigError(
+        f"{source}: {'; '.join(problems)}. Start get_config() from default_config() "
+        "and change only the keys it defines.")
+
+
+def _comparable_keys(config: ml_collections.ConfigDict) -> list[str]:
+  return [key for key in all_keys(config)
+          if not any(key.startswith(group + ".") for group in FREE_FORM_GROUPS)]
 
 
 def all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

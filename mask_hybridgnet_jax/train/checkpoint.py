@@ -9,13 +9,15 @@ model of another shape.
 
 Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a process killed mid-write leaves the previous checkpoint
-restorable.
+restorable. `Checkpointer` deletes the temporary folders such a kill leaves
+behind when the next training run opens the workdir.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
+# Orbax (0.12.8) writes step N into "N.orbax-checkpoint-tmp" and renames it to
+# "N" when the save is complete.
+UNFINISHED_SAVE_MARKER = ".orbax-checkpoint-tmp"
 
 
 class CheckpointMismatchError(ValueError):
@@ -63,6 +68,9 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int):
     workdir = os.path.abspath(workdir)
+    if jax.process_index() == 0:
+      for name in (LATEST_DIR, BEST_DIR):
+        remove_unfinished_saves(os.path.join(workdir, name))
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, LATEST_DIR),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -100,6 +108,27 @@ class Checkpointer:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def remove_unfinished_saves(directory: str) -> list[str]:
+  """Delete the temporary folders of saves that were killed before completing.
+
+  Orbax replaces such a folder only when the same step is saved again, so
+  without this a kill between saves leaves it on disk for good.
+
+  Returns:
+    The names of the deleted folders.
+  """
+  if not os.path.isdir(directory):
+    return []
+  removed = []
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    if UNFINISHED_SAVE_MARKER in name and os.path.isdir(path):
+      logger.warning("deleting %s, left by a checkpoint save that did not complete", path)
+      shutil.rmtree(path)
+      removed.append(name)
+  return removed
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
