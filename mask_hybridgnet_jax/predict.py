@@ -170,7 +170,7 @@ class Predictor:
     """Split normalised positions `[N, 2]` by organ and map them to original pixels."""
     template = self.trained.template
     nodes, std = {}, {}
-    for name, organ_slice in zip(template.organ_names, template.organ_slices(0)):
+    for name, organ_slice in zip(template.organ_names, template.organ_indices(0)):
       nodes[name] = np.asarray(transform.from_normalized(positions[organ_slice]), np.float64)
       # A spread in normalised units is S / scale original pixels per unit.
       std[name] = spread[organ_slice] * transform.size / transform.scale
