@@ -2,6 +2,12 @@
 
   mask-hybridgnet train --config configs/test.py \
       --config.dataset.manual_dir=/path/to/folder --workdir /tmp/run
+
+Its sweep (two members, seconds each) checks the sweep tools:
+
+  python experiments/run_sweep.py --config configs/test.py --sweep_dir /tmp/sweep \
+      --config.dataset.manual_dir=/path/to/folder
+  python experiments/collect_results.py --sweep_dir /tmp/sweep --baseline baseline
 """
 
 import ml_collections
@@ -23,3 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 4
   config.train.eval_batch_size = 2
   return config
+
+
+def sweep(add):
+  add("baseline")
+  add("no_raster", {"loss.raster_enabled": False})
