@@ -3,7 +3,8 @@
   mask-hybridgnet train --config configs/test.py \
       --config.dataset.manual_dir=/path/to/folder --workdir /tmp/run
 
-Its sweep (two members, seconds each) checks the sweep tools:
+Its sweep (two members, seconds each on an idle machine) checks the sweep
+tools and runs the dual model on a unified graph end to end:
 
   python experiments/run_sweep.py --config configs/test.py --sweep_dir /tmp/sweep \
       --config.dataset.manual_dir=/path/to/folder
@@ -33,4 +34,4 @@ def get_config() -> ml_collections.ConfigDict:
 
 def sweep(add):
   add("baseline")
-  add("no_raster", {"loss.raster_enabled": False})
+  add("dual_unified", {"model.dual": True, "graph.representation": "unified"})

@@ -203,7 +203,36 @@ class Predictor:
       nodes[name] = np.asarray(transform.from_normalized(positions[organ_slice]), np.float64)
       # A spread in normalised units is S / scale original pixels per unit.
       std[name] = spread[organ_slice] * transform.size / transform.scale
-    return Prediction(nodes, std, transform)
+    pixel_masks = None
+    if network_masks is not None:
+      original = network_masks_to_original(network_masks, transform)
+      pixel_masks = dict(zip(template.organ_names, original))
+    return Prediction(nodes, std, transform, pixel_masks)
+
+
+def network_masks_to_original(probabilities: np.ndarray,
+                              transform: SquareTransform) -> np.ndarray:
+  """Threshold network-resolution probabilities at 0.5 and map them to the original size.
+
+  Each original pixel takes the value of the network pixel nearest to its
+  centre under `transform`.
+
+  Args:
+    probabilities: `[S, S, O]` mask probabilities.
+    transform: the map between original and network pixels.
+
+  Returns:
+    bool `[O, H, W]`.
+  """
+  size = probabilities.shape[0]
+  columns = np.arange(transform.width, dtype=np.float64)
+  rows = np.arange(transform.height, dtype=np.float64)
+  x = transform.to_network(np.stack([columns, np.zeros_like(columns)], axis=1))[:, 0]
+  y = transform.to_network(np.stack([np.zeros_like(rows), rows], axis=1))[:, 1]
+  x_index = np.clip(np.rint(x), 0, size - 1).astype(np.int64)
+  y_index = np.clip(np.rint(y), 0, size - 1).astype(np.int64)
+  inside = np.asarray(probabilities) > 0.5
+  return np.moveaxis(inside[y_index[:, None], x_index[None, :]], -1, 0)
 
 
 def prediction_label_map(prediction: Prediction, metadata: DatasetMetadata) -> np.ndarray:

@@ -272,8 +272,11 @@ def _format_cell(values: np.ndarray, digits: int) -> str:
   finite = values[np.isfinite(values)]
   if finite.size == 0:
     return "n/a"
-  sd = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
-  cell = f"{np.mean(finite):.{digits}f} ± {sd:.{digits}f}"
+  if finite.size == 1:
+    # A standard deviation needs two values.
+    cell = f"{finite[0]:.{digits}f}"
+  else:
+    cell = f"{np.mean(finite):.{digits}f} ± {np.std(finite, ddof=1):.{digits}f}"
   missing = values.size - finite.size
   return cell + (f" ({missing} NaN)" if missing else "")
 

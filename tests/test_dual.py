@@ -157,3 +157,43 @@ def test_network_masks_to_original_padded():
   probabilities[1, :, 0] = 1.0
   masks = network_masks_to_original(probabilities, SquareTransform(2, 4, 4))
   np.testing.assert_array_equal(masks[0], [[True] * 4, [False] * 4])
+
+
+def _trained_dual(dual_model):
+  from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
+  from mask_hybridgnet_jax.predict import TrainedModel
+
+  model, variables, _ = dual_model
+  config = ml_collections.ConfigDict({"dataset": {"image_size": SIZE}})
+  metadata = DatasetMetadata((Organ("a", 1), Organ("b", 2)))
+  return TrainedModel(config, TEMPLATE, metadata, model, variables, 0, "in-memory")
+
+
+def test_predict_files_writes_pixel_masks(dual_model, tmp_path):
+  from mask_hybridgnet_jax.io.atomic import write_png_atomic
+  from mask_hybridgnet_jax.io.images import read_label_map
+  from mask_hybridgnet_jax.predict import Predictor, predict_files
+
+  image_path = tmp_path / "scan.png"
+  write_png_atomic(image_path, (np.arange(20 * 30).reshape(20, 30) % 251).astype(np.uint8))
+  predictor = Predictor(_trained_dual(dual_model), batch_size=1)
+  report = predict_files(predictor, [str(image_path)], str(tmp_path / "out"), overlay=False,
+                         write_pixel_masks=True)
+  pixel_path = tmp_path / "out" / "scan_pixel_mask.png"
+  assert report.failures == {}
+  assert str(pixel_path) in report.outputs[str(image_path)]
+  label_map = read_label_map(pixel_path)
+  assert label_map.shape == (20, 30)
+  assert set(np.unique(label_map)) <= {0, 1, 2}
+
+
+def test_pixel_masks_rejected_for_single_model(tmp_path):
+  from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
+  from mask_hybridgnet_jax.predict import Predictor, TrainedModel, predict_files
+
+  model = HybridGNet(TEMPLATE, filters=4, latent_dim=8, cheb_k=2)
+  config = ml_collections.ConfigDict({"dataset": {"image_size": SIZE}})
+  metadata = DatasetMetadata((Organ("a", 1), Organ("b", 2)))
+  trained = TrainedModel(config, TEMPLATE, metadata, model, {}, 0, "in-memory")
+  with pytest.raises(ValueError, match="no pixel decoder"):
+    predict_files(Predictor(trained), [], str(tmp_path), write_pixel_masks=True)

@@ -17,7 +17,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 TEST_CONFIG = os.path.join(CONFIG_DIR, "test.py")
 # One train step of two images at input 32 keeps each member to seconds.
 TINY = ["train.total_examples=2", "train.batch_size=2", "train.eval_every_steps=1",
-        "dataset.image_size=32"]
+        "dataset.image_size=32", "model.cheb_k=2"]
 
 
 def _write_config(tmp_path, body):
@@ -30,8 +30,8 @@ def _write_config(tmp_path, body):
 
 def test_load_sweep_of_test_config():
   members = load_sweep(TEST_CONFIG)
-  assert [m.name for m in members] == ["baseline", "no_raster"]
-  assert members[1].overrides == {"loss.raster_enabled": False}
+  assert [m.name for m in members] == ["baseline", "dual_unified"]
+  assert members[1].overrides == {"model.dual": True, "graph.representation": "unified"}
 
 
 def test_montgomery_sweep_configs_load():
@@ -111,6 +111,7 @@ def test_collect_results_hand_made(tmp_path):
   assert cells[3] == f"{mean:.4f} ± {sd:.4f}"
   assert cells[4] == f"{p:.3f}"
   assert cells[5] == "12.00 ± 0.00 (1 NaN)"
+  assert cells[7] == "2.00 ± 0.00"
   assert cells[8] == "1.000"
   assert os.path.exists(os.path.join(sweep_dir, "results.md"))
 
@@ -132,7 +133,7 @@ def test_two_member_sweep_produces_table(tiny_dataset, tmp_path):
   sweep_dir = str(tmp_path / "sweep")
   common = [f"dataset.manual_dir={tiny_dataset}", *TINY]
   status = run_sweep(TEST_CONFIG, sweep_dir, common, eval_batch_size=2)
-  assert status == {"baseline": "done", "no_raster": "done"}
+  assert status == {"baseline": "done", "dual_unified": "done"}
   table = collect_results(sweep_dir, "baseline")
   rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
   organs = {line.split("|")[2].strip() for line in rows}
@@ -141,7 +142,7 @@ def test_two_member_sweep_produces_table(tiny_dataset, tmp_path):
 
   # A rerun skips both finished members.
   again = run_sweep(TEST_CONFIG, sweep_dir, common, eval_batch_size=2)
-  assert again == {"baseline": "skipped", "no_raster": "skipped"}
+  assert again == {"baseline": "skipped", "dual_unified": "skipped"}
 
 
 def test_sweep_rejects_changed_settings(tiny_dataset, tmp_path):
