@@ -7,6 +7,12 @@ two lungs are different organs. Trains in about 40 minutes on 2 CPU cores
   mask-hybridgnet train --config configs/montgomery.py \
       --config.dataset.manual_dir=/path/to/montgomery --workdir runs/montgomery
   mask-hybridgnet evaluate --workdir runs/montgomery --split test
+
+The ablation sweep (see docs/ablations.md) trains each member as above:
+
+  python experiments/run_sweep.py --config configs/montgomery.py \
+      --sweep_dir runs/sweep_montgomery --config.dataset.manual_dir=/path/to/montgomery
+  python experiments/collect_results.py --sweep_dir runs/sweep_montgomery --baseline baseline
 """
 
 import ml_collections
@@ -40,3 +46,12 @@ def get_config() -> ml_collections.ConfigDict:
   # overfitting check.
   config.optim.learning_rate = 1e-3
   return config
+
+
+def sweep(add):
+  """The published ablations: graph representation, raster loss, pixel decoder."""
+  add("baseline")
+  add("unified", {"graph.representation": "unified"})
+  add("no_raster", {"loss.raster_enabled": False})
+  add("dual", {"model.dual": True})
+  add("dual_unified", {"model.dual": True, "graph.representation": "unified"})

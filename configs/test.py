@@ -2,6 +2,13 @@
 
   mask-hybridgnet train --config configs/test.py \
       --config.dataset.manual_dir=/path/to/folder --workdir /tmp/run
+
+Its sweep (two members, seconds each on an idle machine) checks the sweep
+tools and runs the dual model on a unified graph end to end:
+
+  python experiments/run_sweep.py --config configs/test.py --sweep_dir /tmp/sweep \
+      --config.dataset.manual_dir=/path/to/folder
+  python experiments/collect_results.py --sweep_dir /tmp/sweep --baseline baseline
 """
 
 import ml_collections
@@ -23,3 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 4
   config.train.eval_batch_size = 2
   return config
+
+
+def sweep(add):
+  add("baseline")
+  add("dual_unified", {"model.dual": True, "graph.representation": "unified"})

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument("--num_samples", type=int, default=0,
                        help="latent samples for per-node uncertainty (0: none)")
   predict.add_argument("--no_overlay", action="store_true", help="skip the overlay PNGs")
+  predict.add_argument(
+      "--write_pixel_masks", "--write-pixel-masks", action="store_true",
+      help="also write <stem>_pixel_mask.png, the pixel decoder's label map (dual models)")
 
   evaluate = commands.add_parser(
       "evaluate", help="per-organ Dice, Hausdorff and ASSD on a dataset split or folders")
@@ -194,7 +197,8 @@ def _run_predict(args) -> int:
     print(f"error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
     return 2
   predictor = Predictor(trained, batch_size=args.batch_size, num_samples=args.num_samples)
-  report = predict_files(predictor, paths, args.output_dir, overlay=not args.no_overlay)
+  report = predict_files(predictor, paths, args.output_dir, overlay=not args.no_overlay,
+                         write_pixel_masks=args.write_pixel_masks)
   print(f"predicted {len(report.outputs)} of {len(paths)} images into "
         f"{os.path.abspath(args.output_dir)}")
   if report.failures:

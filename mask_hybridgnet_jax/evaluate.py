@@ -137,3 +137,27 @@ def format_summary(rows: Sequence[dict]) -> str:
         f"| {stats['hausdorff_mean']:.2f} +- {stats['hausdorff_std']:.2f} "
         f"| {stats['assd_mean']:.2f} +- {stats['assd_std']:.2f} | {stats['missing_distances']} |")
   return "\n".join(lines)
+
+
+def evaluate_workdir(workdir: str, split: str = "test", checkpoint: str = "best",
+                     batch_size: int = 8, output_dir: str | None = None,
+                     progress: bool = True) -> dict[str, str]:
+  """Evaluate a training workdir's checkpoint on a split of its dataset.
+
+  Writes `metrics.csv` and `summary.md` into `output_dir`, by default
+  `<workdir>/eval_<split>`, and returns their paths.
+  """
+  from mask_hybridgnet_jax.datasets.common import load_builder, read_split
+  from mask_hybridgnet_jax.predict import load_trained_model
+  from mask_hybridgnet_jax.train.loop import data_dir_for
+
+  trained = load_trained_model(workdir, checkpoint)
+  config = trained.config
+  builder = load_builder(
+      config.dataset.name, manual_dir=config.dataset.manual_dir,
+      data_dir=data_dir_for(config, os.path.abspath(workdir)),
+      image_size=config.dataset.image_size, skip_degenerate=config.dataset.skip_degenerate,
+      split_seed=config.dataset.split_seed)
+  source = read_split(builder, split)
+  rows = evaluate_source(Predictor(trained, batch_size=batch_size), source, progress=progress)
+  return write_results(rows, output_dir or os.path.join(workdir, f"eval_{split}"))

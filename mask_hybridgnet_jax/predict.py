@@ -63,11 +63,14 @@ class Prediction:
     std: organ name -> `[N]` spread of each node over latent samples, in
       original pixels; zeros when no samples were drawn.
     transform: the map between original and network pixels.
+    pixel_masks: dual models only: organ name -> bool `[H, W]` mask of the
+      pixel decoder at the original size; None otherwise.
   """
 
   nodes: dict[str, np.ndarray]
   std: dict[str, np.ndarray]
   transform: SquareTransform
+  pixel_masks: dict[str, np.ndarray] | None = None
 
 
 def load_trained_model(workdir: str, checkpoint: str = "best") -> TrainedModel:
@@ -126,6 +129,10 @@ class Predictor:
     self._rng = jax.random.PRNGKey(seed)
     self._predict = make_predict_fn(trained.model)
 
+  @property
+  def is_dual(self) -> bool:
+    return bool(getattr(self.trained.model, "dual", False))
+
   def predict_network_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predict from prepared network inputs.
 
@@ -135,11 +142,22 @@ class Predictor:
     Returns:
       Positions `[B, N, 2]` and node spreads `[B, N]`, both in normalised units.
     """
+    positions, spreads, _ = self.predict_network_outputs(images)
+    return positions, spreads
+
+  def predict_network_outputs(
+      self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Predict positions, node spreads and, for dual models, pixel masks.
+
+    Returns:
+      `(positions [B, N, 2], spreads [B, N], masks)`: masks are the pixel
+      decoder's probabilities `[B, S, S, O]` for a dual model, else None.
+    """
     images = np.asarray(images, np.float32)
     if images.ndim == 3:
       images = images[..., None]
     count = images.shape[0]
-    positions, spreads = [], []
+    positions, spreads, masks = [], [], []
     for start in range(0, count, self.batch_size):
       chunk = images[start:start + self.batch_size]
       real = chunk.shape[0]
@@ -151,7 +169,10 @@ class Predictor:
           self.trained.variables, chunk, key, num_samples=self.num_samples)
       positions.append(np.asarray(out_positions)[:real])
       spreads.append(np.asarray(aux["std"])[:real])
-    return np.concatenate(positions), np.concatenate(spreads)
+      if "masks" in aux:
+        masks.append(np.asarray(aux["masks"])[:real])
+    return (np.concatenate(positions), np.concatenate(spreads),
+            np.concatenate(masks) if masks else None)
 
   def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
     """Predict nodes in original-image pixels for raw `[H, W]` images."""
@@ -163,19 +184,56 @@ class Predictor:
       transforms.append(transform)
     if not prepared:
       return []
-    positions, spreads = self.predict_network_images(np.stack(prepared))
-    return [self.to_prediction(p, s, t) for p, s, t in zip(positions, spreads, transforms)]
+    positions, spreads, masks = self.predict_network_outputs(np.stack(prepared))
+    if masks is None:
+      masks = [None] * len(positions)
+    return [self.to_prediction(p, s, t, m)
+            for p, s, t, m in zip(positions, spreads, transforms, masks)]
 
   def to_prediction(self, positions: np.ndarray, spread: np.ndarray,
-                    transform: SquareTransform) -> Prediction:
-    """Split normalised positions `[N, 2]` by organ and map them to original pixels."""
+                    transform: SquareTransform,
+                    network_masks: np.ndarray | None = None) -> Prediction:
+    """Split normalised positions `[N, 2]` by organ and map them to original pixels.
+
+    `network_masks`, the pixel decoder's probabilities `[S, S, O]`, become
+    `Prediction.pixel_masks` when given.
+    """
     template = self.trained.template
     nodes, std = {}, {}
-    for name, organ_slice in zip(template.organ_names, template.organ_slices(0)):
+    for name, organ_slice in zip(template.organ_names, template.organ_indices(0)):
       nodes[name] = np.asarray(transform.from_normalized(positions[organ_slice]), np.float64)
       # A spread in normalised units is S / scale original pixels per unit.
       std[name] = spread[organ_slice] * transform.size / transform.scale
-    return Prediction(nodes, std, transform)
+    pixel_masks = None
+    if network_masks is not None:
+      original = network_masks_to_original(network_masks, transform)
+      pixel_masks = dict(zip(template.organ_names, original))
+    return Prediction(nodes, std, transform, pixel_masks)
+
+
+def network_masks_to_original(probabilities: np.ndarray,
+                              transform: SquareTransform) -> np.ndarray:
+  """Threshold network-resolution probabilities at 0.5 and map them to the original size.
+
+  Each original pixel takes the value of the network pixel nearest to its
+  centre under `transform`.
+
+  Args:
+    probabilities: `[S, S, O]` mask probabilities.
+    transform: the map between original and network pixels.
+
+  Returns:
+    bool `[O, H, W]`.
+  """
+  size = probabilities.shape[0]
+  columns = np.arange(transform.width, dtype=np.float64)
+  rows = np.arange(transform.height, dtype=np.float64)
+  x = transform.to_network(np.stack([columns, np.zeros_like(columns)], axis=1))[:, 0]
+  y = transform.to_network(np.stack([np.zeros_like(rows), rows], axis=1))[:, 1]
+  x_index = np.clip(np.rint(x), 0, size - 1).astype(np.int64)
+  y_index = np.clip(np.rint(y), 0, size - 1).astype(np.int64)
+  inside = np.asarray(probabilities) > 0.5
+  return np.moveaxis(inside[y_index[:, None], x_index[None, :]], -1, 0)
 
 
 def prediction_label_map(prediction: Prediction, metadata: DatasetMetadata) -> np.ndarray:
@@ -185,6 +243,17 @@ def prediction_label_map(prediction: Prediction, metadata: DatasetMetadata) -> n
   label_map = np.zeros((height, width), dtype)
   for organ in metadata.organs:
     label_map[fill_polygon(prediction.nodes[organ.name], (height, width))] = organ.label
+  return label_map
+
+
+def pixel_label_map(prediction: Prediction, metadata: DatasetMetadata) -> np.ndarray:
+  """Label map of a dual model's pixel masks; later organs overwrite earlier ones."""
+  if prediction.pixel_masks is None:
+    raise ValueError("this prediction has no pixel masks; it was not made by a dual model.")
+  dtype = np.uint8 if max(metadata.organ_labels) <= 255 else np.uint16
+  label_map = np.zeros((prediction.transform.height, prediction.transform.width), dtype)
+  for organ in metadata.organs:
+    label_map[prediction.pixel_masks[organ.name]] = organ.label
   return label_map
 
 
@@ -229,8 +298,12 @@ class PredictReport:
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
-                  overlay: bool = True) -> PredictReport:
+                  overlay: bool = True, write_pixel_masks: bool = False) -> PredictReport:
   """Write `<stem>.json`, `<stem>_mask.png` and optionally `<stem>_overlay.png` per image.
+
+  With `write_pixel_masks`, a dual model's pixel decoder output is also
+  written as the label map `<stem>_pixel_mask.png`, so that both heads can be
+  compared on the same image.
 
   The stem is the file name without its last suffix (`a.b.JPG` -> `a.b`), or
   without `.nii.gz` for that two-part suffix.
@@ -239,6 +312,10 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
   """
   from mask_hybridgnet_jax import visualize  # matplotlib is only needed here
 
+  if write_pixel_masks and not predictor.is_dual:
+    raise ValueError(
+        "pixel masks were requested but the model has no pixel decoder; train with "
+        "--config.model.dual=True or leave out the pixel-mask option.")
   os.makedirs(output_dir, exist_ok=True)
   failures: dict[str, str] = {}
   loaded: list[tuple[str, str, np.ndarray]] = []
@@ -271,6 +348,10 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
       mask_path = os.path.join(output_dir, f"{stem}_mask.png")
       write_png_atomic(mask_path, prediction_label_map(prediction, metadata))
       written.append(mask_path)
+      if write_pixel_masks:
+        pixel_path = os.path.join(output_dir, f"{stem}_pixel_mask.png")
+        write_png_atomic(pixel_path, pixel_label_map(prediction, metadata))
+        written.append(pixel_path)
       if overlay:
         overlay_path = os.path.join(output_dir, f"{stem}_overlay.png")
         write_png_atomic(overlay_path, visualize.draw_overlay(

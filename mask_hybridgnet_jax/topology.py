@@ -15,6 +15,13 @@ Worked example for one organ with 8 nodes at level 0 (4 at level 1):
 The template is data: it is built once per dataset from the mean boundary
 lengths, saved next to the dataset and every checkpoint, and compared on
 restore with `differences`.
+
+The "unified" representation lets adjacent organs share boundary nodes. Its
+node lists cannot be derived from node counts, so the template stores every
+organ's ring of node indices at every level (`rings`) and which fine nodes
+each coarse node pools (`pooling`). `unified_graph.build_unified_template`
+builds them from a template mask. There, unpooling copies: every fine node
+takes the value of the coarse node that pooled it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
 
 logger = logging.getLogger(__name__)
 
-REPRESENTATIONS = ("independent",)
+REPRESENTATIONS = ("independent", "unified")
 _FORMAT = "mask_hybridgnet_jax.GraphTemplate"
 _FORMAT_VERSION = 1
 # Each organ keeps at least this many nodes at the coarsest level, so that its
@@ -83,8 +90,14 @@ class GraphTemplate:
     node_counts: full-resolution nodes of each organ, each divisible by
       `2**(num_levels - 1)` with at least 4 nodes per organ at the coarsest level.
     num_levels: number of resolution levels R; level i halves level i-1.
-    representation: "independent" (one ring per organ). Shared boundary nodes
-      between organs ("unified") are not implemented.
+    representation: "independent" (one ring per organ, organs concatenated) or
+      "unified" (adjacent organs share boundary nodes; needs `rings` and
+      `pooling`).
+    rings: unified only. `rings[level][organ]` is the organ's node indices at
+      that level in circular order. Shared nodes appear in several rings.
+    pooling: unified only. `pooling[level][c]` is the nodes of `level` that
+      coarse node c of `level + 1` averages, one or two of them. Every node
+      of `level` belongs to exactly one coarse node.
   """
 
   organ_names: tuple[str, ...]
@@ -92,6 +105,8 @@ class GraphTemplate:
   node_counts: tuple[int, ...]
   num_levels: int = 3
   representation: str = "independent"
+  rings: tuple[tuple[tuple[int, ...], ...], ...] | None = None
+  pooling: tuple[tuple[tuple[int, ...], ...], ...] | None = None
 
   def __post_init__(self):
     # Lists would make the template unhashable, and it is a static argument of
@@ -99,6 +114,10 @@ class GraphTemplate:
     object.__setattr__(self, "organ_names", tuple(self.organ_names))
     object.__setattr__(self, "organ_labels", tuple(self.organ_labels))
     object.__setattr__(self, "node_counts", tuple(self.node_counts))
+    if self.rings is not None:
+      object.__setattr__(self, "rings", _nested_tuples(self.rings, "rings"))
+    if self.pooling is not None:
+      object.__setattr__(self, "pooling", _nested_tuples(self.pooling, "pooling"))
     self._validate()
 
   def _validate(self) -> None:
@@ -128,6 +147,13 @@ class GraphTemplate:
         raise TopologyError(f"organ name {name!r} must be a non-empty string.")
       if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
         raise TopologyError(f"organ {name!r}: label {label!r} must be an integer.")
+    if self.representation == "unified":
+      _validate_unified(self)
+      return
+    if self.rings is not None or self.pooling is not None:
+      raise TopologyError(
+          "rings and pooling describe a unified graph; an independent template derives "
+          "its rings from the node counts, so leave them unset.")
     for name, count in zip(self.organ_names, self.node_counts):
       check_node_count(name, count, self.num_levels)
 
@@ -142,16 +168,44 @@ class GraphTemplate:
     return len(self.organ_names)
 
   def level_node_counts(self, level: int) -> tuple[int, ...]:
-    """Return the node count of each organ at `level` (0 = full resolution)."""
+    """Return the node count of each organ's ring at `level` (0 = full resolution).
+
+    In a unified graph shared nodes count once in every organ they belong to.
+    """
     self._check_level(level)
+    if self.representation == "unified":
+      return tuple(len(ring) for ring in self.rings[level])
     return tuple(n // 2**level for n in self.node_counts)
 
   def num_nodes(self, level: int) -> int:
-    """Return the total node count over all organs at `level`."""
+    """Return the number of graph nodes at `level`, each shared node counted once."""
+    if self.representation == "unified":
+      self._check_level(level)
+      return 1 + max(max(ring) for ring in self.rings[level])
     return sum(self.level_node_counts(level))
 
+  def organ_indices(self, level: int) -> tuple[slice | np.ndarray, ...]:
+    """Return, per organ, the index that selects its ring from the nodes at `level`.
+
+    `positions[:, index]` gives the organ's nodes `[B, n_organ, 2]` in circular
+    order for either representation: a slice for independent templates and a
+    read-only int32 array for unified ones.
+    """
+    if self.representation == "unified":
+      self._check_level(level)
+      return _unified_ring_indices(self, level)
+    return self.organ_slices(level)
+
   def organ_slices(self, level: int) -> tuple[slice, ...]:
-    """Return each organ's slice into the concatenated nodes at `level`."""
+    """Return each organ's slice into the concatenated nodes at `level`.
+
+    Only independent templates have slices; use `organ_indices` for code that
+    accepts both representations.
+    """
+    if self.representation == "unified":
+      raise TopologyError(
+          "a unified graph template shares nodes between organs, so organs have no "
+          "contiguous slices; use organ_indices(level).")
     slices = []
     start = 0
     for count in self.level_node_counts(level):
@@ -163,7 +217,11 @@ class GraphTemplate:
   # (template, level) and cached.
 
   def adjacency(self, level: int) -> np.ndarray:
-    """Return the ring adjacency `A[i, i +- 1 mod n] = 1`, float32 `[n, n]`."""
+    """Return the ring adjacency, float32 `[n, n]`.
+
+    `A[u, v] = 1` when u and v follow each other in some organ's ring; an edge
+    shared by two organs of a unified graph counts once.
+    """
     self._check_level(level)
     return _adjacency(self, level)
 
@@ -195,7 +253,8 @@ class GraphTemplate:
   def downsample(self, level: int) -> np.ndarray:
     """Return the pooling operator from `level` to `level + 1`, float32 `[n(level+1), n(level)]`.
 
-    Coarse node i of an organ is the mean of its fine nodes 2i and 2i+1.
+    Coarse node i of an organ is the mean of its fine nodes 2i and 2i+1. In a
+    unified graph coarse node c is the mean of the nodes in `pooling[level][c]`.
     """
     self._check_level(level, coarser=True)
     return _downsample(self, level)
@@ -204,7 +263,8 @@ class GraphTemplate:
     """Return the unpooling operator from `level + 1` to `level`, float32 `[n(level), n(level+1)]`.
 
     Fine node 2i of an organ copies coarse node i. Fine node 2i+1 is the mean of
-    coarse nodes i and i+1, wrapping around within the organ's ring.
+    coarse nodes i and i+1, wrapping around within the organ's ring. In a
+    unified graph every fine node copies the coarse node that pooled it.
     """
     self._check_level(level, coarser=True)
     return _upsample(self, level)
@@ -271,7 +331,7 @@ class GraphTemplate:
     )
 
   def to_dict(self) -> dict[str, Any]:
-    return {
+    data = {
         "format": _FORMAT,
         "version": _FORMAT_VERSION,
         "organs": [
@@ -281,6 +341,10 @@ class GraphTemplate:
         "num_levels": int(self.num_levels),
         "representation": self.representation,
     }
+    if self.representation == "unified":
+      data["rings"] = [[list(ring) for ring in level] for level in self.rings]
+      data["pooling"] = [[list(group) for group in level] for level in self.pooling]
+    return data
 
   @classmethod
   def from_dict(cls, data: Any, source: str = "graph template") -> GraphTemplate:
@@ -313,6 +377,8 @@ class GraphTemplate:
           node_counts=tuple(e["nodes"] for e in organs),
           num_levels=data["num_levels"],
           representation=data["representation"],
+          rings=data.get("rings"),
+          pooling=data.get("pooling"),
       )
     except TopologyError as e:
       raise TopologyError(f"{source}: {e}") from None
@@ -378,6 +444,10 @@ class GraphTemplate:
       diffs.append(
           f"representation: {self.representation!r} in {this_name}, "
           f"{other.representation!r} in {other_name}.")
+    elif self.rings != other.rings or self.pooling != other.pooling:
+      diffs.append(
+          f"the shared-node structure of the unified graph differs between {this_name} "
+          f"and {other_name} (built from different template masks or settings).")
     return diffs
 
   def _check_level(self, level: int, coarser: bool = False) -> None:
@@ -410,6 +480,78 @@ def check_node_count(organ: str, count: Any, num_levels: int) -> None:
         f"use at least {MIN_COARSEST_NODES * factor} nodes.")
 
 
+def _nested_tuples(value: Any, name: str) -> tuple:
+  """Convert `value[level][item]` lists of node indices to tuples of ints."""
+  try:
+    return tuple(tuple(tuple(int(i) for i in item) for item in level) for level in value)
+  except (TypeError, ValueError):
+    raise TopologyError(
+        f"{name} must be a list (levels) of lists (items) of node indices, got "
+        f"{str(value)[:200]}.") from None
+
+
+def _validate_unified(template: GraphTemplate) -> None:
+  """Check the rings and pooling of a unified template against each other."""
+  rings, pooling = template.rings, template.pooling
+  levels = template.num_levels
+  if rings is None or pooling is None:
+    raise TopologyError(
+        "a unified graph template needs rings and pooling; build it from a template "
+        "mask with unified_graph.build_unified_template.")
+  if len(rings) != levels or len(pooling) != levels - 1:
+    raise TopologyError(
+        f"a unified template with num_levels={levels} needs rings for {levels} levels and "
+        f"pooling for {levels - 1}, got {len(rings)} and {len(pooling)}.")
+  for level, level_rings in enumerate(rings):
+    if len(level_rings) != template.num_organs:
+      raise TopologyError(
+          f"level {level}: {len(level_rings)} rings for {template.num_organs} organs "
+          f"{list(template.organ_names)}; give one ring per organ.")
+    used = set()
+    for name, ring in zip(template.organ_names, level_rings):
+      if len(ring) < MIN_COARSEST_NODES:
+        raise TopologyError(
+            f"organ {name!r}: its ring has {len(ring)} node(s) at level {level}; at least "
+            f"{MIN_COARSEST_NODES} are needed, so use more nodes or fewer levels.")
+      if len(set(ring)) != len(ring) or min(ring) < 0:
+        raise TopologyError(
+            f"organ {name!r}: its ring at level {level} repeats a node or has a negative "
+            f"index: {list(ring)[:50]}.")
+      used.update(ring)
+    if used != set(range(len(used))):
+      raise TopologyError(
+          f"level {level}: node indices {sorted(set(range(max(used) + 1)) - used)[:20]} "
+          "belong to no organ ring; nodes must be numbered 0..n-1 without gaps.")
+  for level, groups in enumerate(pooling):
+    fine_nodes = sorted(i for group in groups for i in group)
+    num_fine = 1 + max(max(ring) for ring in rings[level])
+    num_coarse = 1 + max(max(ring) for ring in rings[level + 1])
+    if fine_nodes != list(range(num_fine)) or len(groups) != num_coarse:
+      raise TopologyError(
+          f"pooling from level {level} must assign each of its {num_fine} nodes to exactly "
+          f"one of the {num_coarse} nodes of level {level + 1}.")
+    if any(not 1 <= len(group) <= 2 for group in groups):
+      raise TopologyError(f"pooling from level {level}: a coarse node pools 1 or 2 nodes.")
+    coarse_of = {i: c for c, group in enumerate(groups) for i in group}
+    for name, fine, coarse in zip(template.organ_names, rings[level], rings[level + 1]):
+      if pool_ring(fine, coarse_of) != coarse:
+        raise TopologyError(
+            f"organ {name!r}: its ring at level {level + 1} is not its level-{level} ring "
+            "after pooling; the rings and pooling were not built together.")
+
+
+def pool_ring(ring: Sequence[int], coarse_of: Mapping[int, int]) -> tuple[int, ...]:
+  """Map a ring to coarse nodes and drop repeats of consecutive nodes, the wrap included.
+
+  Example: ring (0, 1, 2, 3) with coarse_of {0: 0, 1: 0, 2: 1, 3: 2} gives (0, 1, 2).
+  """
+  mapped = [coarse_of[i] for i in ring]
+  pooled = [c for k, c in enumerate(mapped) if k == 0 or c != mapped[k - 1]]
+  while len(pooled) > 1 and pooled[-1] == pooled[0]:
+    pooled.pop()
+  return tuple(pooled)
+
+
 def _check_num_levels(num_levels: Any) -> None:
   if isinstance(num_levels, bool) or not isinstance(num_levels, (int, np.integer)) or (
       num_levels < 1):
@@ -422,14 +564,24 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
+def _unified_ring_indices(template: GraphTemplate, level: int) -> tuple[np.ndarray, ...]:
+  return tuple(_read_only(np.asarray(ring, np.int32)) for ring in template.rings[level])
+
+
+def _rings(template: GraphTemplate, level: int) -> list[np.ndarray]:
+  if template.representation == "unified":
+    return list(_unified_ring_indices(template, level))
+  return [np.arange(s.start, s.stop) for s in template.organ_slices(level)]
+
+
+@functools.lru_cache(maxsize=None)
 def _adjacency(template: GraphTemplate, level: int) -> np.ndarray:
   n = template.num_nodes(level)
   adjacency = np.zeros((n, n), np.float32)
-  for piece in template.organ_slices(level):
-    size = piece.stop - piece.start
-    nodes = np.arange(size)
-    adjacency[piece.start + nodes, piece.start + (nodes + 1) % size] = 1.0
-    adjacency[piece.start + nodes, piece.start + (nodes - 1) % size] = 1.0
+  for ring in _rings(template, level):
+    following = np.roll(ring, -1)
+    adjacency[ring, following] = 1.0
+    adjacency[following, ring] = 1.0
   return _read_only(adjacency)
 
 
@@ -471,6 +623,11 @@ def _graph(template: GraphTemplate, level: int) -> jraph.GraphsTuple:
 
 @functools.lru_cache(maxsize=None)
 def _downsample(template: GraphTemplate, level: int) -> np.ndarray:
+  if template.representation == "unified":
+    pool = np.zeros((template.num_nodes(level + 1), template.num_nodes(level)), np.float32)
+    for coarse, group in enumerate(template.pooling[level]):
+      pool[coarse, list(group)] = 1.0 / len(group)
+    return _read_only(pool)
   fine_slices = template.organ_slices(level)
   coarse_slices = template.organ_slices(level + 1)
   pool = np.zeros((template.num_nodes(level + 1), template.num_nodes(level)), np.float32)
@@ -483,6 +640,11 @@ def _downsample(template: GraphTemplate, level: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _upsample(template: GraphTemplate, level: int) -> np.ndarray:
+  if template.representation == "unified":
+    unpool = np.zeros((template.num_nodes(level), template.num_nodes(level + 1)), np.float32)
+    for coarse, group in enumerate(template.pooling[level]):
+      unpool[list(group), coarse] = 1.0
+    return _read_only(unpool)
   fine_slices = template.organ_slices(level)
   coarse_slices = template.organ_slices(level + 1)
   unpool = np.zeros((template.num_nodes(level), template.num_nodes(level + 1)), np.float32)

@@ -141,7 +141,7 @@ def chamfer_loss(
       organs concatenated in `template` order.
     batch: needs `points` `[B, O, P, 2]` (normalised), `lengths` int `[B, O]`,
       `present` bool `[B, O]` and `valid` bool `[B]`.
-    template: the `GraphTemplate`; only `organ_slices(level)` is used.
+    template: the `GraphTemplate`; only `organ_indices(level)` is used.
     level: resolution level of `positions` (0 is the full graph).
     chunk_size: see `chamfer_distance`.
 
@@ -151,7 +151,7 @@ def chamfer_loss(
   points = jnp.asarray(batch["points"])
   lengths = jnp.asarray(batch["lengths"], jnp.int32)
   present = jnp.asarray(batch["present"], bool)
-  slices = template.organ_slices(level)
+  slices = template.organ_indices(level)
   if points.shape[1] != len(slices):
     raise ValueError(
         f"batch['points'] has {points.shape[1]} organs but the graph template has "
@@ -162,9 +162,9 @@ def chamfer_loss(
   lengths = jnp.where(present, lengths, 0)
   distance = jax.vmap(lambda p, g, n: chamfer_distance(p, g, n, chunk_size=chunk_size))
   per_image = jnp.zeros(positions.shape[:1], positions.dtype)
-  for organ, organ_slice in enumerate(slices):
+  for organ, organ_index in enumerate(slices):
     per_image = per_image + distance(
-        positions[:, organ_slice], points[:, organ], lengths[:, organ])
+        positions[:, organ_index], points[:, organ], lengths[:, organ])
   return masked_mean_over_images(per_image, batch["valid"])
 
 

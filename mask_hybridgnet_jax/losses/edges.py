@@ -89,7 +89,7 @@ def edge_losses(
   Args:
     positions: `[B, n, 2]` nodes at `level`, organs concatenated in template
       order (any length unit; training uses normalised coordinates).
-    template: the `GraphTemplate`; only `organ_slices(level)` is used.
+    template: the `GraphTemplate`; only `organ_indices(level)` is used.
     level: resolution level of `positions`.
     present: bool `[B, O]`, organs with ground truth in each image.
     valid: bool `[B]`, False for padding images.
@@ -99,13 +99,13 @@ def edge_losses(
   """
   present = jnp.asarray(present, bool)
   valid = jnp.asarray(valid, bool)
-  slices = template.organ_slices(level)
+  slices = template.organ_indices(level)
   if present.shape[1] != len(slices):
     raise ValueError(
         f"present has {present.shape[1]} organs but the graph template has "
         f"{len(slices)} ({', '.join(template.organ_names)}).")
 
-  per_organ = [ring_terms(positions[:, organ_slice]) for organ_slice in slices]
+  per_organ = [ring_terms(positions[:, organ_index]) for organ_index in slices]
   stacked = {
       name: jnp.stack([terms[name] for terms in per_organ], axis=1)  # [B, O]
       for name in per_organ[0]

@@ -4,11 +4,13 @@
         + w_same_length * same_length + w_elasticity * elasticity
         + w_curvature * curvature + w_kl * KL
         + w_raster * (dice_weight * Dice + bce_weight * BCE)
+        + pixel_weight * (pixel Dice + pixel BCE)        (dual model only)
 
 The Chamfer terms apply at every supervised level: the final nodes at level
 0 and each image-to-graph skip at its own level. The edge and raster terms
 use the final nodes only. Chamfer and edge terms are in normalised coordinates,
-the rasteriser works in pixels of the network input.
+the rasteriser works in pixels of the network input. The pixel term applies
+from the first step whenever the model returns "mask_logits".
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 from mask_hybridgnet_jax.losses.chamfer import chamfer_loss
 from mask_hybridgnet_jax.losses.edges import edge_losses
 from mask_hybridgnet_jax.losses.kl import kl_divergence
+from mask_hybridgnet_jax.losses.pixel import pixel_mask_losses
 from mask_hybridgnet_jax.losses.raster import raster_losses, validate_tau
 from mask_hybridgnet_jax.losses.schedules import WEIGHT_NAMES
 
@@ -82,7 +85,8 @@ def compute_loss(
     `total`: `chamfer` is the sum of the listed `chamfer_final` and
     `chamfer_skip_level<l>` terms. Then come `same_length`, `elasticity`,
     `curvature`, `kl`, `raster_dice` and `raster_bce` (both 0 while the raster
-    weight is 0), and `weight_<name>` for every weight.
+    weight is 0), `pixel_dice` and `pixel_bce` (dual model only), and
+    `weight_<name>` for every weight.
   """
   missing = [name for name in WEIGHT_NAMES if name not in weights]
   if missing:
@@ -115,9 +119,14 @@ def compute_loss(
            + weights["curvature"] * edges["curvature"]
            + weights["kl"] * kl
            + weights["raster"] * raster_term)
+  pixel_metrics = {}
+  if "mask_logits" in aux:
+    pixel = pixel_mask_losses(aux["mask_logits"], batch)
+    total = total + loss_config.get("pixel_weight", 1.0) * (pixel["dice"] + pixel["bce"])
+    pixel_metrics = {"pixel_dice": pixel["dice"], "pixel_bce": pixel["bce"]}
 
   metrics = {"total": total, "chamfer": chamfer, **chamfer_terms, **edges, "kl": kl,
-             "raster_dice": raster["dice"], "raster_bce": raster["bce"]}
+             "raster_dice": raster["dice"], "raster_bce": raster["bce"], **pixel_metrics}
   for name in WEIGHT_NAMES:
     metrics[f"weight_{name}"] = jnp.asarray(weights[name], positions.dtype)
   return total, metrics

@@ -291,7 +291,7 @@ def raster_losses(
     positions: `[B, n0, 2]` final nodes in normalised coordinates.
     batch: needs `masks` float `[B, O, S, S]` in {0, 1}, `present` bool
       `[B, O]` and `valid` bool `[B]`.
-    template: the `GraphTemplate`; only `organ_slices(0)` is used.
+    template: the `GraphTemplate`; only `organ_indices(0)` is used.
     tau: temperature in px^2 of the S x S network input.
     chunk_size: see `nearest_segments`.
 
@@ -306,7 +306,7 @@ def raster_losses(
     raise ValueError(
         f"batch['masks'] is {height} x {width} pixels; the network input must be "
         "square, because normalised coordinates are scaled by one size.")
-  slices = template.organ_slices(0)
+  slices = template.organ_indices(0)
   if masks.shape[1] != len(slices):
     raise ValueError(
         f"batch['masks'] has {masks.shape[1]} organs but the graph template has "
@@ -319,8 +319,8 @@ def raster_losses(
   counted = present & valid[:, None]
   dice_per_image = jnp.zeros(positions.shape[:1], positions.dtype)
   bce_per_image = jnp.zeros(positions.shape[:1], positions.dtype)
-  for organ, organ_slice in enumerate(slices):
-    soft = rasterize(pixels[:, organ_slice])  # [B, S, S]
+  for organ, organ_index in enumerate(slices):
+    soft = rasterize(pixels[:, organ_index])  # [B, S, S]
     target = masks[:, organ]
     dice_per_image += jnp.where(counted[:, organ], dice_loss(soft, target), 0.0)
     bce_per_image += jnp.where(counted[:, organ], bce_loss(soft, target), 0.0)

@@ -26,6 +26,9 @@ Loss config fields (`config.loss`, reference values in `default_loss_config`):
                                       0 computes all pairs at once.
   raster_chunk_size                   segments per step of the rasteriser's
                                       nearest-segment pass: 16.
+  pixel_weight                        dual model only: constant weight, from
+                                      the first step, of Dice + BCE on the pixel
+                                      decoder's masks: 1.
 
 Optimiser config fields read by `learning_rate_schedule` (`config.optim`):
 learning_rate (1e-4), decay_fraction (0.5) and decay_factor (0.1): the
@@ -69,6 +72,7 @@ def default_loss_config() -> ml_collections.ConfigDict:
   config.bce_weight = 1.0
   config.chamfer_chunk_size = 0
   config.raster_chunk_size = 16
+  config.pixel_weight = 1.0
   return config
 
 

@@ -205,6 +205,8 @@ class Encoder(nn.Module):
     log_var_clip: the log-variance is clipped to [-log_var_clip, 0] so that
       `exp` stays finite and the posterior is never wider than the N(0, 1)
       prior.
+    return_bottom: also return the bottom block's output, the input of a
+      pixel decoder.
   """
 
   block: str = "residual"
@@ -213,11 +215,10 @@ class Encoder(nn.Module):
   norm: str = "group"
   dtype: str = "float32"
   log_var_clip: float = 10.0
+  return_bottom: bool = False
 
   @nn.compact
-  def __call__(
-      self, images: jax.Array, *, train: bool
-  ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
+  def __call__(self, images: jax.Array, *, train: bool) -> tuple[Any, ...]:
     """Encode images.
 
     Args:
@@ -227,7 +228,9 @@ class Encoder(nn.Module):
     Returns:
       `(mu [B, Z], log_var [B, Z], features)`, with `features` the pre-pool output of
       each stage, shallow to deep: stage i is float32 `[B, S / 2**i, S / 2**i,
-      filters * 2**i]`. `log_var` is already clipped.
+      filters * 2**i]`. `log_var` is already clipped. With `return_bottom`, a
+      fourth element follows: the bottom block's output `[B, S / 2**L, S / 2**L,
+      filters * 2**L]` in the computation dtype.
     """
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
       raise ValueError(f"Encoder expects square images [B, S, S, C], got shape {images.shape}.")
@@ -260,4 +263,6 @@ class Encoder(nn.Module):
     # clip's zero gradient kept them, and sampling noise (std 148) drowned
     # the mean (|mu| about 158), so inference with the mean failed.
     log_var = jnp.clip(log_var, -self.log_var_clip, 0.0)
+    if self.return_bottom:
+      return mu, log_var, tuple(features), x
     return mu, log_var, tuple(features)

@@ -19,11 +19,15 @@ import jax.numpy as jnp
 from mask_hybridgnet_jax.models.chebconv import PROPAGATIONS
 from mask_hybridgnet_jax.models.decoder import GraphDecoder
 from mask_hybridgnet_jax.models.encoder import BLOCKS, DTYPES, NORMS, Encoder, encoder_depth
+from mask_hybridgnet_jax.models.pixel_decoder import PixelDecoder
 from mask_hybridgnet_jax.topology import GraphTemplate
 
 # Constructor arguments that `build_model` reads from the model config.
 CONFIG_FIELDS = ("block", "filters", "latent_dim", "cheb_k", "norm", "dtype",
-                 "log_var_clip", "propagation", "input_channels", "shape_prior")
+                 "log_var_clip", "propagation", "input_channels")
+# Fields that configs written before they existed may lack, with the value
+# that reproduces those configs' model.
+OPTIONAL_CONFIG_FIELDS = {"dual": False, "shape_prior": False}
 
 
 class HybridGNet(nn.Module):
@@ -44,6 +48,9 @@ class HybridGNet(nn.Module):
       [-log_var_clip, 0] before `exp`.
     propagation: graph propagation, "dense" or "segment_sum" (same result).
     input_channels: C, 1 for images or the organ count in mask-input mode.
+    dual: add the U-Net pixel decoder (`PixelDecoder`). Its organ masks are
+      returned in aux, and the graph skips sample its `num_levels` finest
+      feature maps instead of the encoder's deepest ones.
     shape_prior: decode displacements from a learned per-node shape instead of
       absolute positions (see `GraphDecoder`). A deviation from the published
       model that starts every contour as an ordered ring.
@@ -62,6 +69,7 @@ class HybridGNet(nn.Module):
   log_var_clip: float = 10.0
   propagation: str = "dense"
   input_channels: int = 1
+  dual: bool = False
   shape_prior: bool = False
   mean_shape: tuple[tuple[float, float], ...] | None = None
 
@@ -87,7 +95,9 @@ class HybridGNet(nn.Module):
       aux has "level_positions" (clipped skip positions `[B, n_level, 2]`, coarse to
       fine), "levels" (their levels, `num_levels - 1` down to 0), "mu" `[B, Z]` and
       "log_var" `[B, Z]` (clipped). The levels are Python ints inside the traced
-      function but become arrays when aux is returned from `jax.jit`.
+      function but become arrays when aux is returned from `jax.jit`. A dual
+      model adds "mask_logits" `[B, S, S, O]` and "masks" (their sigmoid), one
+      channel per organ in template order.
     """
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
       raise ValueError(f"HybridGNet expects square images [B, S, S, C], got shape "
@@ -100,10 +110,20 @@ class HybridGNet(nn.Module):
     if sample_latent is None:
       sample_latent = train
 
-    mu, log_var, features = Encoder(
+    encoded = Encoder(
         block=self.block, filters=self.filters, latent_dim=self.latent_dim, norm=self.norm,
-        dtype=self.dtype, log_var_clip=self.log_var_clip, name="encoder")(
-            images, train=train)
+        dtype=self.dtype, log_var_clip=self.log_var_clip, return_bottom=self.dual,
+        name="encoder")(images, train=train)
+    mu, log_var, features = encoded[:3]
+    pixel_aux = {}
+    if self.dual:
+      logits, decoder_maps = PixelDecoder(
+          num_organs=self.template.num_organs, block=self.block, norm=self.norm,
+          dtype=self.dtype, name="pixel_decoder")(encoded[3], features, train=train)
+      # The graph decoder samples the deepest `num_levels` maps it is given,
+      # so passing the finest ones makes it sample those.
+      features = decoder_maps[:self.template.num_levels]
+      pixel_aux = {"mask_logits": logits, "masks": jax.nn.sigmoid(logits)}
     if sample_latent:
       noise = jax.random.normal(self.make_rng("latent"), mu.shape, mu.dtype)
       latent = mu + jnp.exp(0.5 * log_var) * noise
@@ -119,6 +139,7 @@ class HybridGNet(nn.Module):
         "levels": levels,
         "mu": mu,
         "log_var": log_var,
+        **pixel_aux,
     }
     return positions, aux
 
@@ -149,6 +170,8 @@ def _validate_options(model: HybridGNet) -> None:
         f"model option filters={model.filters} is too small for block='se_resnext', whose "
         "32-group bottleneck needs at least 16 filters; use filters >= 16 or "
         "block='residual'.")
+  if not isinstance(model.dual, bool):
+    raise ValueError(f"model option dual={model.dual!r} must be True or False.")
   if not model.log_var_clip > 0:
     raise ValueError(f"model option log_var_clip={model.log_var_clip!r} must be positive.")
   if not isinstance(model.template, GraphTemplate):
@@ -174,6 +197,8 @@ def build_model(model_config: Any, template: GraphTemplate,
     raise ValueError(
         f"model config is missing field(s) {missing}; it needs {list(CONFIG_FIELDS)}.")
   kwargs = {f: getattr(model_config, f) for f in CONFIG_FIELDS}
+  for field, default in OPTIONAL_CONFIG_FIELDS.items():
+    kwargs[field] = getattr(model_config, field) if _has_field(model_config, field) else default
   if mean_shape is not None and kwargs["shape_prior"]:
     # A tuple keeps the module hashable, so it can be a static jit argument.
     kwargs["mean_shape"] = tuple((float(x), float(y)) for x, y in mean_shape)

@@ -35,6 +35,7 @@ from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder, 
 from mask_hybridgnet_jax.input_pipeline import BatchIterator, device_batch, iterate_eval_batches
 from mask_hybridgnet_jax.io.atomic import write_text_atomic
 from mask_hybridgnet_jax.mean_shape import mean_contour_shape
+from mask_hybridgnet_jax.io.images import read_label_map
 from mask_hybridgnet_jax.metrics import dice
 from mask_hybridgnet_jax.models.hybridgnet import build_model
 from mask_hybridgnet_jax.organs import DatasetMetadata
@@ -43,6 +44,7 @@ from mask_hybridgnet_jax.train import checkpoint as checkpoint_lib
 from mask_hybridgnet_jax.train import sharding
 from mask_hybridgnet_jax.train.state import create_train_state
 from mask_hybridgnet_jax.train.step import make_eval_step, make_train_step
+from mask_hybridgnet_jax.unified_graph import DEFAULT_MERGE_DISTANCE_PX, build_unified_template
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +129,60 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       num_levels=config.graph.num_levels,
       overrides=dict(config.graph.node_overrides) or None,
   )
+  representation = config.graph.get("representation", "independent")
+  if representation == "unified":
+    template = _unified_template(config, builder, metadata, template)
+  elif representation != "independent":
+    raise config_utils.ConfigError(
+        f"config key graph.representation is {representation!r}; use \"independent\" or "
+        "\"unified\".")
   mean_shape = None
-  if config.model.shape_prior:
-    mean_shape = mean_contour_shape(
-        read_split(builder, "train"), metadata.organ_names, template.node_counts)
+  if config.model.get("shape_prior", False):
+    if representation == "independent":
+      mean_shape = mean_contour_shape(
+          read_split(builder, "train"), metadata.organ_names, template.node_counts)
+    else:
+      # NOTE: unified templates share nodes between organs, so the per-organ
+      # mean contours do not map onto them; the prior starts at the image centre.
+      logger.info("unified graph: the shape prior starts at the image centre.")
   model = build_model(config.model, template, mean_shape=mean_shape)
   return Experiment(config, builder, metadata, stats, template, model)
+
+
+def _unified_template(config: ml_collections.ConfigDict, builder: Any,
+                      metadata: DatasetMetadata, independent: GraphTemplate) -> GraphTemplate:
+  """Build the unified graph from `graph.template_mask`, or from a training example.
+
+  Without a template mask file, the first training example that contains
+  every organ serves, at its original resolution. The node counts are those
+  of the independent template.
+  """
+  path = config.graph.get("template_mask", "")
+  if path:
+    label_map = read_label_map(path)
+    source = path
+  else:
+    train = read_split(builder, "train")
+    label_map, source = None, ""
+    for index in range(len(train)):
+      example = train[index]
+      if np.all(example["present"]):
+        masks = np.asarray(example["masks_original"]) > 0
+        label_map = np.zeros(masks.shape[1:], np.int64)
+        for organ, mask in zip(metadata.organs, masks):
+          label_map[mask] = organ.label
+        example_id = example["id"]
+        source = example_id.decode() if isinstance(example_id, bytes) else str(example_id)
+        break
+    if label_map is None:
+      raise config_utils.ConfigError(
+          "no training example contains every organ, so none can serve as the template "
+          "mask of the unified graph; set graph.template_mask to a label-map file.")
+  template, _ = build_unified_template(
+      label_map, metadata.organs, independent.node_counts, config.graph.num_levels,
+      merge_distance_px=config.graph.get("merge_distance_px", DEFAULT_MERGE_DISTANCE_PX),
+      source=f"template mask {source}")
+  return template
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, template: GraphTemplate,
@@ -219,7 +269,7 @@ def evaluate_split(experiment: Experiment, variables, split: str, batch_size: in
     positions = np.asarray(out["positions"]) * size
     for b in np.flatnonzero(batch["valid"]):
       for o, (name, organ_slice) in enumerate(
-          zip(experiment.template.organ_names, experiment.template.organ_slices(0))):
+          zip(experiment.template.organ_names, experiment.template.organ_indices(0))):
         if not batch["present"][b, o]:
           continue
         predicted = fill_polygon(positions[b, organ_slice], (size, size))
