@@ -41,7 +41,8 @@ from mask_hybridgnet_jax.topology import GraphTemplate
 from mask_hybridgnet_jax.train import checkpoint as checkpoint_lib
 from mask_hybridgnet_jax.train import sharding
 from mask_hybridgnet_jax.train.state import create_train_state
-from mask_hybridgnet_jax.train.step import make_eval_step, make_train_step
+from mask_hybridgnet_jax.train.step import (
+    INPUT_KINDS, input_kind_of, make_eval_step, make_train_step)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key, ok, expected in checks:
     if not ok:
       raise config_utils.ConfigError(f"config key {key} must be {expected}")
+  if input_kind_of(config) not in INPUT_KINDS:
+    raise config_utils.ConfigError(
+        f"config key input must be one of {list(INPUT_KINDS)}, got {config.input!r}")
   if config.train.batch_size % jax.device_count():
     raise config_utils.ConfigError(
         f"train.batch_size={config.train.batch_size} must be a multiple of the "
@@ -119,8 +123,19 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       num_levels=config.graph.num_levels,
       overrides=dict(config.graph.node_overrides) or None,
   )
+  check_input_channels(config, len(metadata.organs))
   model = build_model(config.model, template)
   return Experiment(config, builder, metadata, stats, template, model)
+
+
+def check_input_channels(config: ml_collections.ConfigDict, num_organs: int) -> None:
+  """Raise ConfigError unless model.input_channels matches what `config.input` feeds."""
+  expected = num_organs if input_kind_of(config) == "masks" else 1
+  if config.model.input_channels != expected:
+    raise config_utils.ConfigError(
+        f"config key model.input_channels is {config.model.input_channels}, but input="
+        f"{input_kind_of(config)!r} feeds {expected} channel(s) for {num_organs} organ(s); "
+        f"set --config.model.input_channels={expected}")
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, template: GraphTemplate,
@@ -195,7 +210,8 @@ def evaluate_split(experiment: Experiment, variables, split: str, batch_size: in
   """Validation Chamfer (normalised units) and Dice at network resolution."""
   source = read_split(experiment.builder, split)
   if eval_step is None:
-    eval_step = jax.jit(make_eval_step(experiment.model, experiment.template))
+    eval_step = jax.jit(make_eval_step(
+        experiment.model, experiment.template, input_kind_of(experiment.config)))
   size = experiment.config.dataset.image_size
   chamfer_sum, count = 0.0, 0.0
   dices = {name: [] for name in experiment.template.organ_names}
@@ -253,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.jit(
       make_train_step(experiment.model, template, config, experiment.metadata),
       donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(experiment.model, template))
+  eval_step = jax.jit(make_eval_step(experiment.model, template, input_kind_of(config)))
   writer = MetricsWriter(os.path.join(workdir, METRICS_FILE), start_step)
   if start_step >= total_steps:
     logger.info("training already finished at step %d", start_step)
