@@ -1,4 +1,4 @@
-"""Analysis tools on hand-made shapes whose answers are known in closed form."""
+"""Analysis tools on hand-made shapes with closed-form expected values."""
 
 import csv
 import json
@@ -114,9 +114,9 @@ def test_identical_graphs_zero_error():
 
 
 def test_arc_length_baseline_exact_on_uniform_landmarks():
-  # Landmarks evenly spaced by arc length from the topmost point; the model's
-  # node order is rotated by a different amount in every image, so node i
-  # means nothing while the baseline is exact.
+  # Landmarks are evenly spaced by arc length from the topmost point. The
+  # model's node order is rotated by a different amount in every image, so
+  # node i means nothing while the baseline is exact.
   count = 16
   landmarks, nodes = [], []
   for k in range(8):

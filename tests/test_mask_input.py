@@ -150,7 +150,7 @@ def test_mask_files_to_graphs_writes_outputs(predictor, synthetic_dir, tmp_path)
   assert all(0.0 <= row["dice"] <= 1.0 for row in report.fidelity)
 
 
-def test_cli_mask2graph_rejects_image_model(tmp_path):
+def test_cli_mask2graph_missing_workdir(tmp_path):
   # A workdir without config.json is reported as an input error (exit status 2).
   status = cli.main(["mask2graph", str(tmp_path), "--workdir", str(tmp_path / "none"),
                      "--output_dir", str(tmp_path / "out")])

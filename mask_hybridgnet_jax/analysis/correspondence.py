@@ -10,11 +10,11 @@ marks one place in every image), the metric is:
    averaged over landmarks and images, per organ, in pixels and as a fraction
    of the organ's size.
 
-The same procedure applied to a naive baseline (each predicted contour
-resampled to the same node count by arc length, starting from its topmost
-point) gives the number to beat: the baseline has correspondence only as far
-as arc-length position along the contour carries it. A model whose error is
-lower than the baseline's has correspondence beyond that.
+The same procedure applied to a naive baseline gives the number to beat.
+The baseline resamples each predicted contour to the same node count by arc
+length, starting from its topmost point. It has correspondence only as far
+as arc-length position along the contour carries it, so a model whose error
+is lower than the baseline's has correspondence beyond that.
 
 Organ size is `sqrt(area)` of the manual landmark polygon of that image, so
 the relative error does not depend on the image resolution.
@@ -59,7 +59,7 @@ class OrganCorrespondence:
   baseline_mean_relative_error: float
 
   def summary(self) -> dict[str, float | str | int]:
-    """One row of numbers: ours, the baseline and the relative reduction."""
+    """Return one row of numbers: ours, the baseline and the relative reduction."""
     reduction = (1.0 - self.mean_error / self.baseline_mean_error
                  if self.baseline_mean_error > 0 else float("nan"))
     return {

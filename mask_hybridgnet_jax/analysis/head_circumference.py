@@ -1,11 +1,11 @@
 """Fetal head circumference from predicted contour nodes.
 
 The head outline is modelled as an ellipse, as in the HC18 challenge whose
-reference annotations are ellipses. The ellipse is fitted by the direct
-least-squares method of Fitzgibbon, Pilu and Fisher (IEEE TPAMI 21(5), 1999)
-in the numerically stable form of Halir and Flusser (WSCG 1998): the
-algebraic distance `a x^2 + b xy + c y^2 + d x + e y + f` is minimised under
-the constraint `4 a c - b^2 = 1`, which always yields an ellipse. Points are
+reference annotations are ellipses. The fit is the direct least-squares
+method of Fitzgibbon, Pilu and Fisher (IEEE TPAMI 21(5), 1999) in the
+numerically stable form of Halir and Flusser (WSCG 1998). It minimises the
+algebraic distance `a x^2 + b xy + c y^2 + d x + e y + f` under the
+constraint `4 a c - b^2 = 1`, which always yields an ellipse. Points are
 centred and scaled to unit spread first, which keeps the scatter matrix well
 conditioned.
 

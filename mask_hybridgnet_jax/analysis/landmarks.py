@@ -1,6 +1,6 @@
 """Read and write landmark JSON files: `{organ_name: [[x, y], ...]}` in pixels.
 
-`predict` writes one such file per image; a key ending in `_std` holds the
+`predict` writes one such file per image. A key ending in `_std` contains the
 per-node standard deviation of that organ and is not an organ.
 """
 
@@ -65,7 +65,7 @@ def list_landmark_files(folder: str) -> dict[str, str]:
   """Map file stem -> path for every `*.json` in `folder`, sorted by stem.
 
   Raises:
-    FileNotFoundError: `folder` does not exist or holds no JSON file.
+    FileNotFoundError: `folder` does not exist or contains no JSON file.
   """
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"landmark folder not found: {folder}")

@@ -3,9 +3,9 @@
 Node i of the contour on one slice is linked to node i on the next slice,
 which is meaningful because node i marks the same anatomical place on every
 slice. Consecutive rings are joined by two triangles per node pair (the side
-wall), and each end ring is closed by a fan of triangles around its area
-centroid (the caps), which gives a closed, consistently oriented mesh whose
-enclosed volume is the signed tetrahedron sum `sum v0 . (v1 x v2) / 6`.
+wall). Each end ring is closed by a fan of triangles around its area
+centroid (the caps). The result is a closed, consistently oriented mesh, so
+its enclosed volume is the signed tetrahedron sum `sum v0 . (v1 x v2) / 6`.
 
 Coordinates are millimetres: `X = x * col_mm`, `Y = y * row_mm` and `Z` the
 slice position along the stack axis. This assumes the slices are parallel

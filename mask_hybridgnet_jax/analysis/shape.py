@@ -96,7 +96,7 @@ def procrustes_align(
   """Align `shape` onto `reference` with the least-squares similarity transform.
 
   The rotation comes from the SVD of the cross-covariance of the centred
-  point sets (Kabsch), restricted to proper rotations; the scale is then the
+  point sets (Kabsch), restricted to proper rotations. The scale is then the
   closed-form least-squares scale.
 
   Args:
@@ -140,11 +140,11 @@ def generalized_procrustes(
 ) -> GeneralizedProcrustesResult:
   """Align a population of shapes to their common mean.
 
-  Starts from the first shape (centred, unit centroid size) as the mean,
-  aligns every shape to the mean, recomputes the mean, rescales it to unit
-  centroid size and aligns it to the previous mean so that the frame does
-  not drift. Stops when the mean moves less than `tolerance` (root mean
-  squared point change, in units of centroid size).
+  The first shape (centred, unit centroid size) starts as the mean. Each
+  round aligns every shape to the mean and recomputes the mean, rescaled to
+  unit centroid size. The new mean is aligned to the previous one so that
+  the frame does not drift. The loop stops when the mean moves less than
+  `tolerance` (root mean squared point change, in units of centroid size).
 
   Args:
     shapes: `[P, N, 2]`, P >= 2.

@@ -1,8 +1,8 @@
 """Per-node trajectories over a sequence of frames.
 
-Each frame is segmented independently; because node i marks the same
-anatomical place in every frame, stacking the frames' nodes gives the
-trajectory of every node, `[T, N, 2]` per organ, without any tracking step.
+Each frame is segmented independently. Node i marks the same anatomical
+place in every frame, so stacking the frames' nodes gives the trajectory of
+every node, `[T, N, 2]` per organ, without any tracking step.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def read_frames(path: str) -> tuple[list[np.ndarray], list[str]]:
     and `<stem>_<index>` for a multi-frame file.
 
   Raises:
-    FileNotFoundError: the path is missing or the folder holds no image.
+    FileNotFoundError: the path is missing or the folder contains no image.
     ValueError: an unsupported file type or a file with fewer than one frame.
   """
   if os.path.isdir(path):
