@@ -431,3 +431,22 @@ def test_cli_shape_analysis_and_atlas(tmp_path):
   atlas = read_landmarks(str(out / "atlas.json"))
   assert atlas["a"].shape == (10, 2)
   assert atlas["b"].shape == (10, 2)
+
+
+def test_npy_landmarks_split_by_layout(tmp_path):
+  from mask_hybridgnet_jax.analysis.landmarks import parse_layout, read_landmark_folders
+
+  values = np.arange(2 * 7, dtype=np.float64)
+  os.makedirs(tmp_path / "a")
+  np.save(tmp_path / "a" / "x1.npy", values)
+  records = read_landmark_folders([str(tmp_path / "a")], parse_layout(["lung:3", "heart:4"]))
+  np.testing.assert_array_equal(records["x1"]["lung"], values[:6].reshape(3, 2))
+  np.testing.assert_array_equal(records["x1"]["heart"], values[6:].reshape(4, 2))
+
+
+def test_npy_layout_count_mismatch(tmp_path):
+  from mask_hybridgnet_jax.analysis.landmarks import LandmarkFileError, read_npy_landmarks
+
+  np.save(tmp_path / "x.npy", np.zeros(10))
+  with pytest.raises(LandmarkFileError, match="needs 8"):
+    read_npy_landmarks(str(tmp_path / "x.npy"), [("lung", 4)])

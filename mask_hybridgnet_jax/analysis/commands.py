@@ -46,9 +46,13 @@ def add_parsers(commands: Any) -> None:
       help="node-to-landmark correspondence error against the arc-length baseline")
   correspondence.add_argument("--predictions", required=True,
                               help="folder of predicted landmark JSONs (predict output)")
-  correspondence.add_argument("--landmarks", required=True,
-                              help="folder of manual landmark JSONs {organ: [[x, y], ...]}, "
+  correspondence.add_argument("--landmarks", required=True, nargs="+",
+                              help="folder(s) of manual landmark JSONs {organ: [[x, y], ...]}, "
                                    "same stems and pixel frame as the predictions")
+  correspondence.add_argument("--npy_layout", nargs="+", metavar="ORGAN:COUNT",
+                              help="read flat *.npy landmark files split into organs in this "
+                                   "order instead of JSON (JSRT: right_lung:44 left_lung:50 "
+                                   "heart:26 right_clavicle:23 left_clavicle:23)")
   correspondence.add_argument("--workdir",
                               help="training workdir: take the train and test ids from its "
                                    "prepared dataset")
@@ -260,10 +264,12 @@ def _correspondence_splits(args, available: Sequence[str]) -> tuple[list[str], l
 def _run_correspondence(args) -> int:
   from mask_hybridgnet_jax.analysis import plots
   from mask_hybridgnet_jax.analysis.correspondence import correspondence_report
-  from mask_hybridgnet_jax.analysis.landmarks import read_landmark_folder
+  from mask_hybridgnet_jax.analysis.landmarks import (
+      parse_layout, read_landmark_folder, read_landmark_folders)
 
   predictions = read_landmark_folder(args.predictions)
-  landmarks = read_landmark_folder(args.landmarks)
+  layout = parse_layout(args.npy_layout) if args.npy_layout else None
+  landmarks = read_landmark_folders(args.landmarks, layout)
   available = sorted(set(predictions) & set(landmarks))
   train_ids, test_ids = _correspondence_splits(args, available)
   results = correspondence_report(predictions, landmarks, train_ids, test_ids, args.organs)

@@ -81,6 +81,73 @@ def read_landmark_folder(folder: str) -> dict[str, dict[str, np.ndarray]]:
   return {stem: read_landmarks(path) for stem, path in list_landmark_files(folder).items()}
 
 
+def parse_layout(items: Sequence[str]) -> list[tuple[str, int]]:
+  """Parse `organ:count` items, e.g. `["right_lung:44", "left_lung:50"]`."""
+  layout = []
+  for item in items:
+    name, _, count = item.partition(":")
+    if not name or not count.isdigit() or int(count) < 1:
+      raise ValueError(f"invalid layout item {item!r}; expected organ:count, e.g. right_lung:44.")
+    layout.append((name, int(count)))
+  return layout
+
+
+def read_npy_landmarks(path: str, layout: Sequence[tuple[str, int]]) -> dict[str, np.ndarray]:
+  """Read a flat `.npy` array of (x, y) values and split it into organs.
+
+  Args:
+    path: `.npy` file whose values reshape to `[sum counts, 2]` (for example
+      the JSRT contour files: 166 points, right lung 44, left lung 50, heart
+      26, right clavicle 23, left clavicle 23).
+    layout: `(organ, point count)` in file order.
+
+  Raises:
+    LandmarkFileError: the number of values does not match the layout.
+  """
+  values = np.asarray(np.load(path), np.float64).reshape(-1)
+  expected = 2 * sum(count for _, count in layout)
+  if values.size != expected:
+    raise LandmarkFileError(
+        f"{path}: {values.size} values, but the layout {list(layout)} needs {expected}.")
+  points = values.reshape(-1, 2)
+  organs, start = {}, 0
+  for name, count in layout:
+    organs[name] = points[start:start + count]
+    start += count
+  return organs
+
+
+def read_landmark_folders(
+    folders: Sequence[str], npy_layout: Sequence[tuple[str, int]] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+  """Read `*.json` files, or `*.npy` files when `npy_layout` is given, from several folders.
+
+  Returns:
+    stem -> organ -> `[N, 2]`, over all folders.
+
+  Raises:
+    LandmarkFileError: a stem appears in two folders.
+    FileNotFoundError: a folder is missing or has no file of the expected kind.
+  """
+  records: dict[str, dict[str, np.ndarray]] = {}
+  for folder in folders:
+    if npy_layout is None:
+      found = read_landmark_folder(folder)
+    else:
+      if not os.path.isdir(folder):
+        raise FileNotFoundError(f"landmark folder not found: {folder}")
+      names = sorted(n for n in os.listdir(folder) if n.lower().endswith(".npy"))
+      if not names:
+        raise FileNotFoundError(f"no *.npy landmark files in {folder}")
+      found = {os.path.splitext(n)[0]: read_npy_landmarks(os.path.join(folder, n), npy_layout)
+               for n in names}
+    repeated = sorted(set(found) & set(records))
+    if repeated:
+      raise LandmarkFileError(f"{folder}: ids {repeated[:5]} also appear in another folder.")
+    records.update(found)
+  return records
+
+
 def stack_organ(
     records: Mapping[str, Mapping[str, np.ndarray]],
     stems: Sequence[str],
