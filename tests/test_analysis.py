@@ -450,3 +450,49 @@ def test_npy_layout_count_mismatch(tmp_path):
   np.save(tmp_path / "x.npy", np.zeros(10))
   with pytest.raises(LandmarkFileError, match="needs 8"):
     read_npy_landmarks(str(tmp_path / "x.npy"), [("lung", 4)])
+
+
+def _write_dicom(path, position, orientation=(1, 0, 0, 0, 1, 0), spacing=(1.5, 1.5)):
+  import pydicom
+  from pydicom.dataset import FileDataset, FileMetaDataset
+  from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  meta.TransferSyntaxUID = ImplicitVRLittleEndian
+  dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+  dataset.ImagePositionPatient = [float(v) for v in position]
+  dataset.ImageOrientationPatient = [float(v) for v in orientation]
+  dataset.PixelSpacing = [float(v) for v in spacing]
+  dataset.save_as(str(path), enforce_file_format=True)
+  assert pydicom.dcmread(str(path)).PixelSpacing == list(spacing)
+
+
+def test_slice_positions_from_dicom(tmp_path):
+  # Orientation rows along x, columns along z: the normal is -y.
+  orientation = (1, 0, 0, 0, 0, 1)
+  for k, y in enumerate([10.0, 2.0, -6.0]):
+    _write_dicom(tmp_path / f"{k}.dcm", (5.0, y, 7.0), orientation)
+  positions = recon.slice_positions_from_dicom([str(tmp_path / f"{k}.dcm") for k in range(3)])
+  assert positions == {"0": -10.0, "1": -2.0, "2": 6.0}
+
+
+def test_dicom_positions_reject_tilted_slice(tmp_path):
+  _write_dicom(tmp_path / "a.dcm", (0, 0, 0))
+  _write_dicom(tmp_path / "b.dcm", (0, 0, 5), orientation=(1, 0, 0, 0, 0, 1))
+  with pytest.raises(ValueError, match="parallel"):
+    recon.slice_positions_from_dicom([str(tmp_path / "a.dcm"), str(tmp_path / "b.dcm")])
+
+
+def test_cli_reconstruct_from_dicom(tmp_path):
+  records = {str(k): {"lv": _circle(10.0, 32, (50, 50))} for k in range(3)}
+  _write_landmarks(tmp_path / "pred", records)
+  for k in range(3):
+    _write_dicom(tmp_path / f"{k}.dcm", (0.0, 0.0, 8.0 * k), spacing=(2.0, 2.0))
+  out = tmp_path / "out"
+  assert cli.main(["reconstruct", "--predictions", str(tmp_path / "pred"),
+                   "--dicom_dir", str(tmp_path), "--output_dir", str(out)]) == 0
+  with open(out / "volumes.json") as f:
+    volume = json.load(f)["lv"]["volume_ml"]
+  assert volume == pytest.approx(_prism_volume(20.0, 32, 16.0) / 1000, rel=1e-3)

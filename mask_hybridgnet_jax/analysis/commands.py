@@ -83,8 +83,10 @@ def add_parsers(commands: Any) -> None:
   reconstruct.add_argument("--predictions", required=True,
                            help="folder of predicted landmark JSONs, one per slice of one "
                                 "patient")
-  reconstruct.add_argument("--spacing", type=float, nargs=2, required=True,
-                           metavar=("ROW_MM", "COL_MM"), help="in-plane pixel spacing in mm")
+  reconstruct.add_argument("--spacing", type=float, nargs=2,
+                           metavar=("ROW_MM", "COL_MM"),
+                           help="in-plane pixel spacing in mm (default with --dicom_dir: "
+                                "PixelSpacing of its first file)")
   positions = reconstruct.add_mutually_exclusive_group(required=True)
   positions.add_argument("--positions",
                          help="CSV `stem, position_mm` giving each slice's position along "
@@ -92,6 +94,9 @@ def add_parsers(commands: Any) -> None:
   positions.add_argument("--slice_gap", type=float,
                          help="distance between consecutive slices in mm, slices in file-name "
                               "order")
+  positions.add_argument("--dicom_dir",
+                         help="folder of the slices' DICOM files (<stem>.dcm): positions from "
+                              "ImagePositionPatient along the slice normal")
   reconstruct.add_argument("--organs", nargs="+", help="organs to mesh (default: all)")
   reconstruct.add_argument("--output_dir", required=True)
 
@@ -402,12 +407,23 @@ def read_positions_csv(path: str) -> dict[str, float]:
 def _run_reconstruct(args) -> int:
   from mask_hybridgnet_jax.analysis import plots
   from mask_hybridgnet_jax.analysis.landmarks import read_landmark_folder
-  from mask_hybridgnet_jax.analysis.reconstruction import build_surface, write_obj, write_ply
+  from mask_hybridgnet_jax.analysis.reconstruction import (
+      build_surface, dicom_pixel_spacing, slice_positions_from_dicom, write_obj, write_ply)
 
   records = read_landmark_folder(args.predictions)
   stems = list(records)
-  if args.positions:
-    table = read_positions_csv(args.positions)
+  spacing = tuple(args.spacing) if args.spacing else None
+  if args.positions or args.dicom_dir:
+    if args.positions:
+      table = read_positions_csv(args.positions)
+    else:
+      dicom_paths = [os.path.join(args.dicom_dir, f"{s}.dcm") for s in stems]
+      absent = [p for p in dicom_paths if not os.path.isfile(p)]
+      if absent:
+        raise FileNotFoundError(f"no DICOM file for slice(s): {absent[:5]}")
+      table = slice_positions_from_dicom(dicom_paths)
+      if spacing is None:
+        spacing = dicom_pixel_spacing(dicom_paths[0])
     missing = [s for s in stems if s not in table]
     if missing:
       raise ValueError(f"{args.positions} has no position for slice(s) {missing}.")
@@ -416,6 +432,8 @@ def _run_reconstruct(args) -> int:
     if not args.slice_gap > 0:
       raise ValueError(f"--slice_gap must be positive (mm), got {args.slice_gap}.")
     positions = [k * args.slice_gap for k in range(len(stems))]
+  if spacing is None:
+    raise ValueError("give the in-plane pixel spacing with --spacing ROW_MM COL_MM.")
   organs = args.organs or list(records[stems[0]])
   os.makedirs(args.output_dir, exist_ok=True)
   meshes, volumes, written = {}, {}, []
@@ -426,7 +444,7 @@ def _run_reconstruct(args) -> int:
       continue
     mesh = build_surface([records[s][organ] for s in present],
                          [positions[stems.index(s)] for s in present],
-                         tuple(args.spacing), organ)
+                         spacing, organ)
     meshes[organ] = mesh
     volumes[organ] = {"volume_ml": mesh.volume_ml(), "slices": len(present)}
     for suffix, writer in ((".ply", write_ply), (".obj", write_obj)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -161,3 +162,65 @@ def write_obj(path: str, mesh: SurfaceMesh, comment: str = "") -> None:
   lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.vertices]
   lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in mesh.faces]
   write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def slice_positions_from_dicom(paths: Sequence[str]) -> dict[str, float]:
+  """Read each DICOM slice's position along the stack axis, in mm.
+
+  The position is ImagePositionPatient projected on the slice normal, the
+  cross product of the row and column direction cosines of
+  ImageOrientationPatient. Every file must have the same orientation
+  (parallel slices). A file without these attributes falls back to
+  SliceLocation.
+
+  Args:
+    paths: DICOM files, one per slice.
+
+  Returns:
+    file stem -> position in mm.
+
+  Raises:
+    ValueError: a file has neither geometry nor SliceLocation, or the
+      orientations differ.
+  """
+  import pydicom
+
+  positions: dict[str, float] = {}
+  normal = None
+  for path in paths:
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    origin = dataset.get("ImagePositionPatient")
+    cosines = dataset.get("ImageOrientationPatient")
+    if origin is not None and cosines is not None and len(origin) == 3 and len(cosines) == 6:
+      cosines = np.asarray([float(v) for v in cosines])
+      this_normal = np.cross(cosines[:3], cosines[3:])
+      if normal is None:
+        normal = this_normal
+      elif not np.allclose(this_normal, normal, atol=1e-3):
+        raise ValueError(
+            f"{path}: slice orientation {cosines.tolist()} differs from the first slice's; "
+            "the slices must be parallel.")
+      positions[stem] = float(np.dot([float(v) for v in origin], normal))
+    elif dataset.get("SliceLocation") is not None:
+      positions[stem] = float(dataset.SliceLocation)
+    else:
+      raise ValueError(
+          f"{path}: has neither ImagePositionPatient with ImageOrientationPatient nor "
+          "SliceLocation; give the slice positions in a CSV file instead.")
+  return positions
+
+
+def dicom_pixel_spacing(path: str) -> tuple[float, float]:
+  """Return PixelSpacing `(row_mm, col_mm)` of a DICOM file.
+
+  Raises:
+    ValueError: the file has no PixelSpacing.
+  """
+  import pydicom
+
+  dataset = pydicom.dcmread(path, stop_before_pixels=True)
+  spacing = dataset.get("PixelSpacing")
+  if spacing is None or len(spacing) != 2:
+    raise ValueError(f"{path}: has no PixelSpacing; give --spacing ROW_MM COL_MM.")
+  return float(spacing[0]), float(spacing[1])

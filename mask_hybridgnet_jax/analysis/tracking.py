@@ -52,12 +52,11 @@ def read_frames(path: str) -> tuple[list[np.ndarray], list[str]]:
     raise FileNotFoundError(f"frames not found: {path}")
   lower = path.lower()
   if lower.endswith(DICOM_SUFFIXES):
-    # NOTE: the DICOM and NIfTI readers live in io/dicom.py and io/nifti.py.
     from mask_hybridgnet_jax.io.dicom import read_dicom
-    volume = np.asarray(read_dicom(path), np.float32)
+    volume = np.asarray(read_dicom(path).pixels, np.float32)
   elif lower.endswith(NIFTI_SUFFIXES):
     from mask_hybridgnet_jax.io.nifti import read_nifti
-    volume = np.asarray(read_nifti(path), np.float32)
+    volume = np.asarray(read_nifti(path).array, np.float32)
   else:
     raise ValueError(
         f"{path}: unsupported frame source; give a folder of images, a multi-frame DICOM "
