@@ -76,6 +76,10 @@ def add_parsers(commands: Any) -> None:
   head.add_argument("--organ", help="organ holding the head contour (default: the only organ)")
   head.add_argument("--ids", help="file of ids to measure, one per line (default: all "
                                   "predictions)")
+  head.add_argument("--workdir", help="training workdir: measure the ids of --split of its "
+                                      "prepared dataset")
+  head.add_argument("--split", default="test", help="split used with --workdir "
+                                                    "(default: %(default)s)")
   head.add_argument("--output_dir", required=True)
 
   reconstruct = commands.add_parser(
@@ -327,7 +331,12 @@ def _run_head_circumference(args) -> int:
 
   predictions = read_landmark_folder(args.predictions)
   table = read_hc18_csv(args.table)
-  ids = read_id_list(args.ids) if args.ids else list(predictions)
+  if args.ids:
+    ids = read_id_list(args.ids)
+  elif args.workdir:
+    ids = split_ids_from_workdir(args.workdir, args.split)
+  else:
+    ids = list(predictions)
   rows, failures = [], {}
   for image_id in ids:
     if image_id not in predictions:
@@ -426,7 +435,8 @@ def _run_reconstruct(args) -> int:
         spacing = dicom_pixel_spacing(dicom_paths[0])
     missing = [s for s in stems if s not in table]
     if missing:
-      raise ValueError(f"{args.positions} has no position for slice(s) {missing}.")
+      raise ValueError(
+          f"{args.positions or args.dicom_dir} has no position for slice(s) {missing}.")
     positions = [table[s] for s in stems]
   else:
     if not args.slice_gap > 0:
