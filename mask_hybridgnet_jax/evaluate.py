@@ -18,7 +18,7 @@ import numpy as np
 
 from mask_hybridgnet_jax.contours import organ_masks
 from mask_hybridgnet_jax.io.atomic import write_text_atomic
-from mask_hybridgnet_jax.io.images import IMAGE_SUFFIXES, read_label_map
+from mask_hybridgnet_jax.io.images import IMAGE_SUFFIXES, image_stem, image_suffix, read_label_map
 from mask_hybridgnet_jax.metrics import EMPTY_MASK_POLICY, evaluate_organs, summarize
 from mask_hybridgnet_jax.organs import DatasetMetadata
 from mask_hybridgnet_jax.predict import Predictor, prediction_masks
@@ -70,8 +70,8 @@ def evaluate_folders(prediction_dir: str, mask_dir: str, metadata: DatasetMetada
   rows, missing = [], []
   names = metadata.organ_names
   for name in sorted(os.listdir(mask_dir)):
-    stem, suffix = os.path.splitext(name)
-    if suffix.lower() not in IMAGE_SUFFIXES:
+    stem = image_stem(name)
+    if image_suffix(name) not in IMAGE_SUFFIXES:
       continue
     candidates = [os.path.join(prediction_dir, f"{stem}_mask.png"),
                   os.path.join(prediction_dir, f"{stem}.png")]

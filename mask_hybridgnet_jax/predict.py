@@ -21,7 +21,7 @@ from mask_hybridgnet_jax import config_utils
 from mask_hybridgnet_jax.contours import fill_polygon, organ_masks
 from mask_hybridgnet_jax.io.atomic import write_json_atomic, write_png_atomic
 from mask_hybridgnet_jax.io.images import (
-    IMAGE_SUFFIXES, ImageReadError, read_image, read_label_map)
+    IMAGE_SUFFIXES, ImageReadError, image_stem, image_suffix, read_image, read_label_map)
 from mask_hybridgnet_jax.models.hybridgnet import build_model
 from mask_hybridgnet_jax.organs import DatasetMetadata
 from mask_hybridgnet_jax.preprocess import SquareTransform, prepare_image, resize_masks
@@ -257,7 +257,7 @@ def find_images(inputs: Iterable[str]) -> list[str]:
     if os.path.isdir(item):
       for name in sorted(os.listdir(item)):
         path = os.path.join(item, name)
-        if os.path.isfile(path) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+        if os.path.isfile(path) and image_suffix(name) in IMAGE_SUFFIXES:
           paths.append(path)
     elif os.path.isfile(item):
       paths.append(item)
@@ -278,7 +278,8 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
                   overlay: bool = True) -> PredictReport:
   """Write `<stem>.json`, `<stem>_mask.png` and optionally `<stem>_overlay.png` per image.
 
-  The stem is the file name without its last suffix (`a.b.JPG` -> `a.b`).
+  The stem is the file name without its last suffix (`a.b.JPG` -> `a.b`), or
+  without `.nii.gz` for that two-part suffix.
   Unreadable files and duplicate stems are recorded in `failures` and the
   other images are still processed.
   """
@@ -293,7 +294,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
   loaded: list[tuple[str, str, np.ndarray]] = []
   stems: dict[str, str] = {}
   for path in paths:
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem = image_stem(path)
     if stem in stems:
       failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
       continue
@@ -364,7 +365,7 @@ def mask_files_to_graphs(predictor: Predictor, paths: Sequence[str], output_dir:
   loaded: list[tuple[str, str, np.ndarray]] = []
   stems: dict[str, str] = {}
   for path in paths:
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem = image_stem(path)
     if stem in stems:
       failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
       continue

@@ -496,3 +496,14 @@ def test_cli_reconstruct_from_dicom(tmp_path):
   with open(out / "volumes.json") as f:
     volume = json.load(f)["lv"]["volume_ml"]
   assert volume == pytest.approx(_prism_volume(20.0, 32, 16.0) / 1000, rel=1e-3)
+
+
+def test_read_frames_nifti_slices(tmp_path):
+  import nibabel as nib
+
+  frames = np.stack(_disk_frames((2, 1), 4, size=32))  # [T, H, W]
+  path = tmp_path / "cine.nii.gz"
+  nib.save(nib.Nifti1Image(np.transpose(frames, (2, 1, 0)), np.eye(4)), str(path))
+  read, names = tracking.read_frames(str(path))
+  assert names == ["cine_0", "cine_1", "cine_2", "cine_3"]
+  np.testing.assert_array_equal(np.stack(read), frames)

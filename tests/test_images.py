@@ -166,7 +166,8 @@ def test_16bit_rgb_png_raises(tmp_path):
 
 
 def test_image_suffixes_lowercase():
-  assert images.IMAGE_SUFFIXES == (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+  assert images.IMAGE_SUFFIXES == (
+      ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".mha", ".mhd", ".nii", ".nii.gz", ".dcm")
 
 
 # read_label_map

@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from mask_hybridgnet_jax.io.atomic import write_json_atomic, write_text_atomic
-from mask_hybridgnet_jax.io.images import IMAGE_SUFFIXES, read_image
+from mask_hybridgnet_jax.io.images import IMAGE_SUFFIXES, image_stem, image_suffix, read_image
 
 # Maps a list of `[H, W]` frames to one `{organ: [N, 2]}` per frame, pixels.
 FramePredictor = Callable[[Sequence[np.ndarray]], Sequence[Mapping[str, np.ndarray]]]
@@ -42,12 +42,11 @@ def read_frames(path: str) -> tuple[list[np.ndarray], list[str]]:
   """
   if os.path.isdir(path):
     names = sorted(n for n in os.listdir(path)
-                   if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES
+                   if image_suffix(n) in IMAGE_SUFFIXES
                    and os.path.isfile(os.path.join(path, n)))
     if not names:
       raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-    return ([read_image(os.path.join(path, n)) for n in names],
-            [os.path.splitext(n)[0] for n in names])
+    return [read_image(os.path.join(path, n)) for n in names], [image_stem(n) for n in names]
   if not os.path.isfile(path):
     raise FileNotFoundError(f"frames not found: {path}")
   lower = path.lower()

@@ -385,7 +385,7 @@ def source_fingerprint(listing: SourceListing) -> str:
 def index_files(
     folder: Path, suffixes: Sequence[str], kind: str,
 ) -> tuple[dict[str, Path], list[dict[str, str]]]:
-  """Index the files of `folder` by stem.
+  """Index the files of `folder` by stem (the name without `images.image_suffix`).
 
   Hidden files and sub-folders are ignored. Files with another suffix are
   returned as skipped entries.
@@ -401,17 +401,19 @@ def index_files(
   for path in sorted(folder.iterdir()):
     if path.name.startswith(".") or not path.is_file():
       continue
-    if path.suffix.lower() not in suffixes:
+    suffix = images.image_suffix(path)
+    if suffix not in suffixes:
       skipped.append({
           "file": str(path),
-          "reason": f"{kind} suffix {path.suffix!r} is not one of {list(suffixes)}",
+          "reason": f"{kind} suffix {suffix!r} is not one of {list(suffixes)}",
       })
       continue
-    if path.stem in by_stem:
+    stem = images.image_stem(path)
+    if stem in by_stem:
       raise DatasetSourceError(
-          f"{folder}: files {by_stem[path.stem].name} and {path.name} share the stem "
-          f"{path.stem!r}, so it is unclear which {kind} to use. Remove or rename one.")
-    by_stem[path.stem] = path
+          f"{folder}: files {by_stem[stem].name} and {path.name} share the stem "
+          f"{stem!r}, so it is unclear which {kind} to use. Remove or rename one.")
+    by_stem[stem] = path
   return by_stem, skipped
 
 

@@ -3,6 +3,12 @@
 Intensities keep the range stored in the file: 8-bit files give 0..255 and
 16-bit files give 0..65535, never rescaled or truncated to 8 bits. Colour
 images become one grayscale channel; label maps keep their integer values.
+
+The reader is chosen by the file suffix: MetaImage (`.mha`, `.mhd`), NIfTI
+(`.nii`, `.nii.gz`) and DICOM (`.dcm`) go to the readers in `metaimage.py`,
+`nifti.py` and `dicom.py`, and every other suffix goes to Pillow. Only 2-D
+images are read here; read volumes with `read_metaimage`, `read_nifti` or
+`read_dicom`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,17 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm",)
+
+# Every suffix `read_image` accepts, lower case. `.nii.gz` has two parts, so
+# compare it with `image_suffix(path)`, never with `os.path.splitext`.
+IMAGE_SUFFIXES = PILLOW_SUFFIXES + METAIMAGE_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
+
+# Suffixes made of two parts that identify one format.
+_DOUBLE_SUFFIXES = (".nii.gz",)
 
 # ITU-R BT.601 luma weights for R, G, B.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
@@ -34,6 +50,54 @@ class ImageReadError(ValueError):
   """An image or label map could not be read; the message names the file and the reason."""
 
 
+def image_suffix(path: str | os.PathLike[str]) -> str:
+  """Return the lower-case suffix that identifies the format of `path`.
+
+  This is the last suffix (`a.b.PNG` -> `.png`), except for the two-part
+  `.nii.gz`. A name without a suffix gives `''`.
+  """
+  name = os.path.basename(os.fspath(path)).lower()
+  for suffix in _DOUBLE_SUFFIXES:
+    if name.endswith(suffix) and len(name) > len(suffix):
+      return suffix
+  return os.path.splitext(name)[1]
+
+
+def image_stem(path: str | os.PathLike[str]) -> str:
+  """Return the file name of `path` without `image_suffix(path)` (`a.nii.gz` -> `a`)."""
+  name = os.path.basename(os.fspath(path))
+  return name[:len(name) - len(image_suffix(name))]
+
+
+def read_image_with_spacing(
+    path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, float] | None]:
+  """Read a 2-D image and its pixel size where the format stores one.
+
+  MetaImage gives ElementSpacing, NIfTI its voxel sizes and DICOM its
+  PixelSpacing (or ImagerPixelSpacing). Pillow formats give None, because
+  their resolution fields (DPI) do not describe the anatomy.
+
+  Args:
+    path: image file with a suffix in `IMAGE_SUFFIXES`.
+
+  Returns:
+    (float32 `[H, W]` intensities as `read_image` returns them, `(row_mm,
+    col_mm)` or None).
+
+  Raises:
+    ImageReadError: as `read_image`.
+  """
+  path = os.fspath(path)
+  suffix = image_suffix(path)
+  if suffix in METAIMAGE_SUFFIXES:
+    return _read_metaimage_2d(path)
+  if suffix in NIFTI_SUFFIXES:
+    return _read_nifti_2d(path, label_map=False)
+  if suffix in DICOM_SUFFIXES:
+    return _read_dicom_2d(path)
+  return _read_pillow_image(path), None
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
   """Read a 2-D image as float32 intensities in the file's own range.
 
@@ -45,18 +109,29 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
   a logged warning when any pixel is not fully opaque. Palette images are
   read through their palette.
 
+  MetaImage: a 2-D image, or a 3-D one with a single slice. A 3-component
+  image, stored either as 3 channels or as 3 slices, gives the component
+  when all three are equal (as in PSFHS); 3 unequal channels give BT.601
+  luma. NIfTI: a 2-D image or a volume of one slice. DICOM: a single frame
+  after the modality LUT, with MONOCHROME1 inverted (see `dicom.read_dicom`).
+
   Args:
-    path: image file (PNG, JPEG, TIFF, BMP or any other format Pillow reads).
+    path: image file: PNG, JPEG, TIFF, BMP (or any other format Pillow
+      reads), `.mha`, `.mhd`, `.nii`, `.nii.gz` or `.dcm`.
 
   Returns:
     float32 `[H, W]` intensities.
 
   Raises:
     ImageReadError: the file is missing, is not an image, is truncated, has
-      several frames, or stores 16-bit colour samples (which Pillow decodes
-      to 8 bits).
+      several frames or slices, or stores 16-bit colour samples (which
+      Pillow decodes to 8 bits).
   """
-  path = os.fspath(path)
+  return read_image_with_spacing(path)[0]
+
+
+def _read_pillow_image(path: str) -> np.ndarray:
+  """Read a Pillow-supported image as float32 `[H, W]` (see `read_image`)."""
   with _open_image(path) as image:
     mode = image.mode
     if mode == "P" or mode == "PA":
@@ -96,8 +171,14 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
   alpha channel is ignored. A float file is accepted when every value is an
   integer.
 
+  MetaImage and NIfTI label maps must be 2-D or hold one slice, and a
+  3-component MetaImage is accepted when its components are equal. DICOM
+  label maps give their values after the modality LUT and are never
+  inverted, whatever their photometric interpretation.
+
   Args:
-    path: label map file, normally a PNG.
+    path: label map file, normally a PNG; also `.mha`, `.mhd`, `.nii`,
+      `.nii.gz` or `.dcm`.
 
   Returns:
     int32 `[H, W]` label values.
@@ -107,6 +188,14 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
       or it stores non-integer values.
   """
   path = os.fspath(path)
+  suffix = image_suffix(path)
+  if suffix in METAIMAGE_SUFFIXES:
+    return _integer_labels(_read_metaimage_2d(path, label_map=True)[0], path)
+  if suffix in NIFTI_SUFFIXES:
+    return _integer_labels(_read_nifti_2d(path, label_map=True)[0], path)
+  if suffix in DICOM_SUFFIXES:
+    return _integer_labels(_read_dicom_label_map(path), path)
+
   with _open_image(path) as image:
     fmt = image.format
     mode = image.mode
@@ -140,11 +229,117 @@ def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
     raise ImageReadError(
         f"{path}: unsupported label map layout {array.shape} (Pillow mode {mode!r}); "
         "expected a 2-D label map.")
+  return _integer_labels(array, path)
+
+
+def _integer_labels(array: np.ndarray, path: str) -> np.ndarray:
+  """Return `array` as int32, raising when a float value is not an integer or out of range."""
   if np.issubdtype(array.dtype, np.floating):
     if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
       raise ImageReadError(
           f"{path}: float label map with non-integer values; label values must be integers.")
+  if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+    raise ImageReadError(
+        f"{path}: label values from {array.min()} to {array.max()} do not fit in int32.")
   return array.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# MetaImage, NIfTI and DICOM files as 2-D images. The readers are imported
+# here, not at the top, because they import ImageReadError from this module.
+
+
+def _read_metaimage_2d(
+    path: str, label_map: bool = False) -> tuple[np.ndarray, tuple[float, float] | None]:
+  """Read a 2-D MetaImage; returns (`[H, W]` array, (row_mm, col_mm) or None).
+
+  The array is float32 for images and keeps its dtype for label maps.
+  """
+  from mask_hybridgnet_jax.io import metaimage  # pylint: disable=import-outside-toplevel
+
+  image = metaimage.read_metaimage(path)
+  array = image.array
+  spacing = image.spacing
+  channels = int(image.header.get("ElementNumberOfChannels", "1"))
+  if channels > 1:
+    array = _single_component(
+        np.moveaxis(array, -1, 0), path, "channels", allow_luma=not label_map)
+  if array.ndim == 3 and array.shape[0] == 3 and not _all_equal(array):
+    raise ImageReadError(
+        f"{path}: 3-D MetaImage of 3 slices that differ; read_image reads only 2-D images. "
+        "Use metaimage.read_metaimage for volumes.")
+  if array.ndim == 3 and array.shape[0] == 3:
+    array = array[0]
+  elif array.ndim == 3 and array.shape[0] == 1:
+    array = array[0]
+  if array.ndim != 2:
+    raise ImageReadError(
+        f"{path}: MetaImage of shape {image.array.shape} is not a 2-D image; read_image "
+        "reads only 2-D images. Use metaimage.read_metaimage for volumes.")
+  if spacing is not None:
+    spacing = (spacing[-2], spacing[-1])
+  return (array if label_map else array.astype(np.float32)), spacing
+
+
+def _read_nifti_2d(
+    path: str, label_map: bool) -> tuple[np.ndarray, tuple[float, float] | None]:
+  """Read a 2-D NIfTI image or a volume of one slice; returns (`[H, W]`, (row_mm, col_mm))."""
+  from mask_hybridgnet_jax.io import nifti  # pylint: disable=import-outside-toplevel
+
+  volume = nifti.read_nifti(path)
+  array = volume.array
+  if array.ndim == 3 and array.shape[0] == 1:
+    array = array[0]
+  if array.ndim != 2:
+    raise ImageReadError(
+        f"{path}: NIfTI volume of shape {volume.array.shape} ([D, H, W]) is not a 2-D image; "
+        "read_image reads only 2-D images. Use nifti.read_nifti for volumes.")
+  spacing = (volume.spacing[-2], volume.spacing[-1])
+  return (array if label_map else array.astype(np.float32)), spacing
+
+
+def _read_dicom_2d(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+  """Read a single-frame DICOM image; returns (float32 `[H, W]`, spacing or None)."""
+  from mask_hybridgnet_jax.io import dicom  # pylint: disable=import-outside-toplevel
+
+  image = dicom.read_dicom(path)
+  pixels = _single_frame(image.pixels, path)
+  return pixels, image.spacing
+
+
+def _read_dicom_label_map(path: str) -> np.ndarray:
+  """Read a single-frame DICOM label map after the modality LUT, without inversion."""
+  from mask_hybridgnet_jax.io import dicom  # pylint: disable=import-outside-toplevel
+
+  values = dicom.modality_values(dicom.read_dataset(path), path)
+  return _single_frame(values, path)
+
+
+def _single_frame(pixels: np.ndarray, path: str) -> np.ndarray:
+  if pixels.ndim == 3 and pixels.shape[0] == 1:
+    return pixels[0]
+  if pixels.ndim != 2:
+    raise ImageReadError(
+        f"{path}: DICOM file with {pixels.shape[0]} frames is not a 2-D image; read_image "
+        "reads only 2-D images. Use dicom.read_dicom for multi-frame files.")
+  return pixels
+
+
+def _all_equal(components: np.ndarray) -> bool:
+  """Return True when every `components[c]` of a `[C, ...]` array equals `components[0]`."""
+  return all(np.array_equal(components[0], component) for component in components[1:])
+
+
+def _single_component(components: np.ndarray, path: str, kind: str,
+                      allow_luma: bool) -> np.ndarray:
+  """Reduce `[C, ...]` components to one: the common one, or BT.601 luma for 3 channels."""
+  if _all_equal(components):
+    return components[0]
+  if allow_luma and components.shape[0] == 3:
+    return np.tensordot(_LUMA_WEIGHTS, components.astype(np.float64), axes=1).astype(np.float32)
+  raise ImageReadError(
+      f"{path}: MetaImage with {components.shape[0]} {kind} that differ; expected one "
+      "component, or three equal ones for a label map (or an RGB image for read_image).")
 
 
 def _open_image(path: str) -> Image.Image:
