@@ -29,8 +29,8 @@ def read_frames(path: str) -> tuple[list[np.ndarray], list[str]]:
 
   Args:
     path: a folder of images (sorted by file name), a multi-frame DICOM file
-      (frames in acquisition order) or a NIfTI volume (one frame per slice of
-      the first axis of the array the NIfTI reader returns).
+      (frames in stored order) or a NIfTI volume (one frame per slice along
+      its k axis, as `io.nifti.read_nifti` returns `[D, H, W]`).
 
   Returns:
     `([H, W] float32 frames, frame names)`; names are file stems for a folder
