@@ -11,9 +11,9 @@ conditioned.
 
 The circumference is Ramanujan's second approximation of the ellipse
 perimeter, `pi (a + b) (1 + 3 h / (10 + sqrt(4 - 3 h)))` with
-`h = ((a - b) / (a + b))^2`. Checked against the exact perimeter
-(`scipy.special.ellipe`), its relative error is below 1e-6 for axis ratios up
-to 5 and below 4e-4 even for a flat ellipse; it is exact for a circle.
+`h = ((a - b) / (a + b))^2`. It is exact for a circle. Checked against the
+exact perimeter (`scipy.special.ellipe`), its relative error is below 1e-6
+for axis ratios up to 5 and below 4e-4 even for a flat ellipse.
 """
 
 from __future__ import annotations
