@@ -6,6 +6,11 @@
       --config.dataset.manual_dir=DIR
   mask-hybridgnet predict --workdir RUN --output_dir OUT IMAGE_OR_FOLDER ...
   mask-hybridgnet evaluate --workdir RUN --split test
+  mask-hybridgnet correspondence --predictions OUT --landmarks DIR --workdir RUN \
+      --output_dir CORR
+
+Analysis commands (shape-analysis, atlas, correspondence, head-circumference,
+reconstruct, track, mask2graph) are described in docs/analysis.md.
 
 Config overrides take the form `--config.key=value` (e.g.
 `--config.train.batch_size=8`); an unknown key is an error naming the
@@ -112,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument("--output_dir", required=True, help="folder for the outputs")
   predict.add_argument("--checkpoint", choices=("best", "latest"), default="best")
   predict.add_argument("--batch_size", type=int, default=8, help="images per batch")
-  predict.add_argument("--num_samples", type=int, default=0,
+  predict.add_argument("--num_samples", "--samples", type=int, default=0,
                        help="latent samples for per-node uncertainty (0: none)")
   predict.add_argument("--no_overlay", action="store_true", help="skip the overlay PNGs")
   predict.add_argument(
@@ -132,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--output_dir", help="where metrics.csv, summary.md and dice_boxplot.png go "
                         "(default: <workdir>/eval_<split>, or the predictions folder)")
   evaluate.add_argument("--batch_size", type=int, default=8, help="images per batch")
+
+  from mask_hybridgnet_jax.analysis import commands as analysis_commands
+  analysis_commands.add_parsers(commands)
   return parser
 
 
@@ -299,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _run_predict(args)
     if args.command == "evaluate":
       return _run_evaluate(args)
+    from mask_hybridgnet_jax.analysis import commands as analysis_commands
+    if args.command in analysis_commands.COMMANDS:
+      return analysis_commands.run(args)
   except (config_utils.ConfigError, FileNotFoundError, ValueError) as e:
     # Input errors carry their own explanation; --verbose adds the traceback.
     if args.verbose:

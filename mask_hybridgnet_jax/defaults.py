@@ -36,6 +36,11 @@ def default_config() -> ml_collections.ConfigDict:
   # Dataset-specific builder settings, e.g. mask_size for jsrt_contours.
   config.dataset.builder_options = ml_collections.ConfigDict()
 
+  # What the encoder reads: "image" ([B, S, S, 1]) or "masks" (the organ
+  # masks, [B, S, S, O]; set model.input_channels to the organ count O). A
+  # mask-input model turns existing masks into graphs with correspondence.
+  config.input = "image"
+
   config.graph = ml_collections.ConfigDict()
   # Nodes per organ = f * round(round(mean boundary length * scale) / f), at least 16 f.
   config.graph.scale_factor = 0.1

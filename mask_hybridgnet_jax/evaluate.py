@@ -38,8 +38,12 @@ def evaluate_source(predictor: Predictor, source: Any, progress: bool = True) ->
   for start in tqdm.tqdm(range(0, len(source), predictor.batch_size), disable=not progress,
                          desc="evaluate", unit="batch"):
     examples = [source[i] for i in indices[start:start + predictor.batch_size]]
-    positions, spreads = predictor.predict_network_images(
-        np.stack([np.asarray(e["image"], np.float32) for e in examples]))
+    if trained.input_kind == "masks":
+      # [O, S, S] -> [S, S, O]: a mask-input model reads the organ masks.
+      inputs = np.stack([np.moveaxis(np.asarray(e["masks"]) > 0, 0, -1) for e in examples])
+    else:
+      inputs = np.stack([np.asarray(e["image"], np.float32) for e in examples])
+    positions, spreads = predictor.predict_network_images(inputs.astype(np.float32))
     for example, position, spread in zip(examples, positions, spreads):
       height, width = (int(v) for v in example["original_size"])
       transform = SquareTransform(height, width, trained.image_size)

@@ -18,17 +18,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mask_hybridgnet_jax import config_utils
-from mask_hybridgnet_jax.contours import fill_polygon
+from mask_hybridgnet_jax.contours import fill_polygon, organ_masks
 from mask_hybridgnet_jax.io.atomic import write_json_atomic, write_png_atomic
-from mask_hybridgnet_jax.io.images import (IMAGE_SUFFIXES, ImageReadError, image_stem,
-                                           image_suffix, read_image)
+from mask_hybridgnet_jax.io.images import (
+    IMAGE_SUFFIXES, ImageReadError, image_stem, image_suffix, read_image, read_label_map)
 from mask_hybridgnet_jax.models.hybridgnet import build_model
 from mask_hybridgnet_jax.organs import DatasetMetadata
-from mask_hybridgnet_jax.preprocess import SquareTransform, prepare_image
+from mask_hybridgnet_jax.preprocess import SquareTransform, prepare_image, resize_masks
 from mask_hybridgnet_jax.topology import GraphTemplate
 from mask_hybridgnet_jax.train import checkpoint as checkpoint_lib
 from mask_hybridgnet_jax.train.state import create_train_state
-from mask_hybridgnet_jax.train.step import make_predict_fn
+from mask_hybridgnet_jax.train.step import input_kind_of, make_predict_fn
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ class TrainedModel:
   @property
   def image_size(self) -> int:
     return self.config.dataset.image_size
+
+  @property
+  def input_kind(self) -> str:
+    """What the encoder reads: "image" or "masks"."""
+    return input_kind_of(self.config)
 
 
 @dataclasses.dataclass
@@ -176,6 +181,10 @@ class Predictor:
 
   def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
     """Predict nodes in original-image pixels for raw `[H, W]` images."""
+    if self.trained.input_kind != "image":
+      raise ValueError(
+          f"the model in {self.trained.checkpoint_dir} reads {self.trained.input_kind}, not "
+          "images; use predict_label_maps (the `mask2graph` command) instead.")
     size = self.trained.image_size
     prepared, transforms = [], []
     for image in images:
@@ -189,6 +198,43 @@ class Predictor:
       masks = [None] * len(positions)
     return [self.to_prediction(p, s, t, m)
             for p, s, t, m in zip(positions, spreads, transforms, masks)]
+
+  def predict_label_maps(self, label_maps: Sequence[np.ndarray],
+                         sources: Sequence[str] | None = None) -> list[Prediction]:
+    """Turn label maps into graphs with a mask-input model.
+
+    Args:
+      label_maps: integer `[H, W]` maps with the organ labels of the model's
+        dataset metadata (0 is background).
+      sources: file names used in error messages.
+
+    Returns:
+      One `Prediction` per map, nodes in the map's pixels.
+
+    Raises:
+      ValueError: the model reads images, or a map contains a value that is
+        not an organ label.
+    """
+    if self.trained.input_kind != "masks":
+      raise ValueError(
+          f"the model in {self.trained.checkpoint_dir} reads images, not masks; train one "
+          "with --config.input=masks to turn masks into graphs.")
+    size = self.trained.image_size
+    organs = self.trained.metadata.organs
+    sources = list(sources) if sources is not None else [
+        f"label map {i}" for i in range(len(label_maps))]
+    prepared, transforms = [], []
+    for label_map, source in zip(label_maps, sources):
+      label_map = np.asarray(label_map)
+      masks = organ_masks(label_map, organs, source=source)
+      transform = SquareTransform(label_map.shape[0], label_map.shape[1], size)
+      # [O, S, S] -> [S, S, O]: one input channel per organ, in metadata order.
+      prepared.append(np.moveaxis(resize_masks(masks, transform), 0, -1).astype(np.float32))
+      transforms.append(transform)
+    if not prepared:
+      return []
+    positions, spreads = self.predict_network_images(np.stack(prepared))
+    return [self.to_prediction(p, s, t) for p, s, t in zip(positions, spreads, transforms)]
 
   def to_prediction(self, positions: np.ndarray, spread: np.ndarray,
                     transform: SquareTransform,
@@ -312,6 +358,10 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
   """
   from mask_hybridgnet_jax import visualize  # matplotlib is only needed here
 
+  if predictor.trained.input_kind != "image":
+    raise ValueError(
+        f"the model in {predictor.trained.checkpoint_dir} reads masks, not images; use "
+        "`mask-hybridgnet mask2graph` for it.")
   if write_pixel_masks and not predictor.is_dual:
     raise ValueError(
         "pixel masks were requested but the model has no pixel decoder; train with "
@@ -359,3 +409,75 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
         written.append(overlay_path)
       outputs[path] = written
   return PredictReport(outputs, failures)
+
+
+@dataclasses.dataclass
+class MaskToGraphReport:
+  """Outcome of `mask_files_to_graphs`.
+
+  Attributes:
+    outputs: input path -> written files.
+    failures: input path -> reason.
+    fidelity: one row per mask and organ: `id`, `organ`, `dice` of the
+      graph's filled polygon against the input mask at the original size
+      (NaN when the organ is absent from the mask, which the graph still
+      predicts).
+  """
+
+  outputs: dict[str, list[str]]
+  failures: dict[str, str]
+  fidelity: list[dict[str, Any]]
+
+
+def mask_files_to_graphs(predictor: Predictor, paths: Sequence[str], output_dir: str,
+                         overlay: bool = True) -> MaskToGraphReport:
+  """Write `<stem>.json` (nodes) and optionally `<stem>_overlay.png` per label-map file.
+
+  Unreadable files, label values that are not organ labels and duplicate
+  stems are recorded in `failures`; the other files are still processed.
+  """
+  from mask_hybridgnet_jax import visualize  # matplotlib is only needed here
+  from mask_hybridgnet_jax.contours import LabelValueError
+  from mask_hybridgnet_jax.metrics import dice
+
+  os.makedirs(output_dir, exist_ok=True)
+  metadata = predictor.trained.metadata
+  failures: dict[str, str] = {}
+  loaded: list[tuple[str, str, np.ndarray]] = []
+  stems: dict[str, str] = {}
+  for path in paths:
+    stem = image_stem(path)
+    if stem in stems:
+      failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
+      continue
+    try:
+      label_map = read_label_map(path)
+      organ_masks(label_map, metadata.organs, source=path)
+    except (ImageReadError, LabelValueError, ValueError) as e:
+      failures[path] = str(e)
+      continue
+    stems[stem] = path
+    loaded.append((path, stem, label_map))
+
+  outputs: dict[str, list[str]] = {}
+  fidelity: list[dict[str, Any]] = []
+  with_std = predictor.num_samples > 0
+  names = [organ.name for organ in metadata.organs]
+  for start in range(0, len(loaded), predictor.batch_size):
+    chunk = loaded[start:start + predictor.batch_size]
+    predictions = predictor.predict_label_maps(
+        [label_map for _, _, label_map in chunk], [path for path, _, _ in chunk])
+    for (path, stem, label_map), prediction in zip(chunk, predictions):
+      truth = organ_masks(label_map, metadata.organs, source=path)
+      filled = prediction_masks(prediction, names)
+      for name, predicted, expected in zip(names, filled, truth):
+        score = dice(predicted, expected) if expected.any() else float("nan")
+        fidelity.append({"id": stem, "organ": name, "dice": score})
+      written = [os.path.join(output_dir, f"{stem}.json")]
+      write_json_atomic(written[0], landmarks_json(prediction, with_std))
+      if overlay:
+        written.append(os.path.join(output_dir, f"{stem}_overlay.png"))
+        write_png_atomic(written[1], visualize.draw_overlay(
+            label_map.astype(np.float32), prediction.nodes, std=prediction.std if with_std else None))
+      outputs[path] = written
+  return MaskToGraphReport(outputs, failures, fidelity)

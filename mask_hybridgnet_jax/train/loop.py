@@ -43,7 +43,8 @@ from mask_hybridgnet_jax.topology import GraphTemplate
 from mask_hybridgnet_jax.train import checkpoint as checkpoint_lib
 from mask_hybridgnet_jax.train import sharding
 from mask_hybridgnet_jax.train.state import create_train_state
-from mask_hybridgnet_jax.train.step import make_eval_step, make_train_step
+from mask_hybridgnet_jax.train.step import (
+    INPUT_KINDS, input_kind_of, make_eval_step, make_train_step)
 from mask_hybridgnet_jax.unified_graph import DEFAULT_MERGE_DISTANCE_PX, build_unified_template
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key, ok, expected in checks:
     if not ok:
       raise config_utils.ConfigError(f"config key {key} must be {expected}")
+  if input_kind_of(config) not in INPUT_KINDS:
+    raise config_utils.ConfigError(
+        f"config key input must be one of {list(INPUT_KINDS)}, got {config.input!r}")
   if config.train.batch_size % jax.device_count():
     raise config_utils.ConfigError(
         f"train.batch_size={config.train.batch_size} must be a multiple of the "
@@ -145,6 +149,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       # NOTE: unified templates share nodes between organs, so the per-organ
       # mean contours do not map onto them; the prior starts at the image centre.
       logger.info("unified graph: the shape prior starts at the image centre.")
+  check_input_channels(config, len(metadata.organs))
   model = build_model(config.model, template, mean_shape=mean_shape)
   return Experiment(config, builder, metadata, stats, template, model)
 
@@ -183,6 +188,16 @@ def _unified_template(config: ml_collections.ConfigDict, builder: Any,
       merge_distance_px=config.graph.get("merge_distance_px", DEFAULT_MERGE_DISTANCE_PX),
       source=f"template mask {source}")
   return template
+
+
+def check_input_channels(config: ml_collections.ConfigDict, num_organs: int) -> None:
+  """Raise ConfigError unless model.input_channels matches what `config.input` feeds."""
+  expected = num_organs if input_kind_of(config) == "masks" else 1
+  if config.model.input_channels != expected:
+    raise config_utils.ConfigError(
+        f"config key model.input_channels is {config.model.input_channels}, but input="
+        f"{input_kind_of(config)!r} feeds {expected} channel(s) for {num_organs} organ(s); "
+        f"set --config.model.input_channels={expected}")
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, template: GraphTemplate,
@@ -257,7 +272,8 @@ def evaluate_split(experiment: Experiment, variables, split: str, batch_size: in
   """Validation Chamfer (normalised units) and Dice at network resolution."""
   source = read_split(experiment.builder, split)
   if eval_step is None:
-    eval_step = jax.jit(make_eval_step(experiment.model, experiment.template))
+    eval_step = jax.jit(make_eval_step(
+        experiment.model, experiment.template, input_kind_of(experiment.config)))
   size = experiment.config.dataset.image_size
   chamfer_sum, count = 0.0, 0.0
   dices = {name: [] for name in experiment.template.organ_names}
@@ -315,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.jit(
       make_train_step(experiment.model, template, config, experiment.metadata),
       donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(experiment.model, template))
+  eval_step = jax.jit(make_eval_step(experiment.model, template, input_kind_of(config)))
   writer = MetricsWriter(os.path.join(workdir, METRICS_FILE), start_step)
   if start_step >= total_steps:
     logger.info("training already finished at step %d", start_step)

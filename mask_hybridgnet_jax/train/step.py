@@ -26,6 +26,28 @@ from mask_hybridgnet_jax.train.state import TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
+# Values of `config.input`: what the encoder reads.
+INPUT_KINDS = ("image", "masks")
+
+
+def model_inputs(batch: Batch, input_kind: str) -> jax.Array:
+  """Select the encoder input of a batch.
+
+  Args:
+    batch: `image` `[B, S, S, 1]` and `masks` `[B, O, S, S]` in {0, 1}.
+    input_kind: "image", or "masks" for the organ masks as channels `[B, S, S, O]`.
+  """
+  if input_kind == "image":
+    return batch["image"]
+  if input_kind == "masks":
+    return jnp.moveaxis(batch["masks"], 1, -1).astype(jnp.float32)
+  raise ValueError(f"config.input={input_kind!r} is invalid; use one of {list(INPUT_KINDS)}.")
+
+
+def input_kind_of(config: ml_collections.ConfigDict) -> str:
+  """Return `config.input`, "image" for configs saved before the key existed."""
+  return config.get("input", "image")
+
 
 def _variables(state_params, batch_stats) -> dict[str, Any]:
   variables = {"params": state_params}
@@ -49,6 +71,7 @@ def make_train_step(
   batch_size = config.train.batch_size
   total_examples = config.train.total_examples
   uses_batch_norm = config.model.norm == "batch"
+  input_kind = input_kind_of(config)
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -58,6 +81,8 @@ def make_train_step(
         allow_horizontal_flip=metadata.allow_horizontal_flip,
         allow_vertical_flip=metadata.allow_vertical_flip,
         allow_transpose=metadata.allow_transpose)
+    # Augmented masks stay aligned with the points; gamma and noise touch only the image.
+    inputs = model_inputs(batch, input_kind)
     examples_seen = state.step * batch_size
     weights = loss_weights(examples_seen, total_examples, config.loss)
 
@@ -65,12 +90,12 @@ def make_train_step(
       variables = _variables(params, state.batch_stats)
       if uses_batch_norm:
         (positions, aux), updates = state.apply_fn(
-            variables, batch["image"], train=True, rngs={"latent": latent_rng},
+            variables, inputs, train=True, rngs={"latent": latent_rng},
             mutable=["batch_stats"])
         new_batch_stats = updates["batch_stats"]
       else:
         positions, aux = state.apply_fn(
-            variables, batch["image"], train=True, rngs={"latent": latent_rng})
+            variables, inputs, train=True, rngs={"latent": latent_rng})
         new_batch_stats = state.batch_stats
       loss, metrics = compute_loss(positions, aux, batch, template, weights, config.loss)
       return loss, (metrics, new_batch_stats)
@@ -115,15 +140,18 @@ def make_predict_fn(model) -> Callable[..., tuple[jax.Array, dict[str, jax.Array
   return predict
 
 
-def make_eval_step(model, template: GraphTemplate) -> Callable[[Any, Batch], Metrics]:
+def make_eval_step(model, template: GraphTemplate,
+                   input_kind: str = "image") -> Callable[[Any, Batch], Metrics]:
   """Build `eval_step(variables, batch) -> metrics` with sums over valid images.
+
+  `input_kind` selects the encoder input ("image" or "masks", see `model_inputs`).
 
   Returns `chamfer_sum` (final-level Chamfer in normalised units, summed over
   valid images), `count` and the positions for host-side Dice.
   """
 
   def eval_step(variables, batch: Batch) -> Metrics:
-    positions, _ = model.apply(variables, batch["image"], train=False)
+    positions, _ = model.apply(variables, model_inputs(batch, input_kind), train=False)
     count = jnp.sum(batch["valid"].astype(jnp.float32))
     # chamfer_loss averages over valid images; the caller sums over batches.
     chamfer_mean = chamfer_loss(positions, batch, template, 0)
