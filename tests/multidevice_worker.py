@@ -42,6 +42,8 @@ from mask_hybridgnet_jax.train.step import make_train_step  # noqa: E402
 BATCH_SIZE = 4
 NUM_STEPS = 3
 POINTS_BUDGET = 128
+# The default of configs/test.py, set here so that tests can bound differences by it.
+LEARNING_RATE = 1e-4
 METADATA = DatasetMetadata(organs=(Organ("right_lung", 1), Organ("left_lung", 2)))
 
 
@@ -49,6 +51,7 @@ def build_setup():
   """Return (config, template, model) at the sizes of configs/test.py, batch size 4."""
   config = load_config_file(os.path.join(_PROJECT_ROOT, "configs", "test.py"))
   config.train.batch_size = BATCH_SIZE
+  config.optim.learning_rate = LEARNING_RATE
   template = GraphTemplate.from_boundary_lengths(
       METADATA, {"right_lung": 878.0, "left_lung": 866.0},
       scale=config.graph.scale_factor, num_levels=config.graph.num_levels)

