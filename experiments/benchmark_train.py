@@ -10,8 +10,17 @@ shapes are used, so no dataset is needed; a dataset folder only sets the node
 counts (`--manual_dir`), else the chest X-ray template is built from fixed
 boundary lengths.
 
+With `--breakdown` it also times the encoder's forward and backward pass
+alone (gradient of its outputs with respect to its parameters, same batch),
+so that `1 - encoder / step` is the share of the step spent outside the
+encoder: graph decoder, losses, rasteriser, augmentation and optimizer. It
+counts the traces of the train step over both raster phases and of the
+evaluation step over `--eval_batches` batches of one shape.
+With `--compare_dtypes` it repeats the raster-off timing with the encoder
+computing in bfloat16.
+
   python experiments/benchmark_train.py --config configs/montgomery.py \
-      --steps 20 --output docs/benchmarks_train.json
+      --steps 20 --breakdown --compare_dtypes --output /tmp/benchmark_train.json
 """
 
 from __future__ import annotations
@@ -67,7 +76,48 @@ def _median_step_seconds(step, state, batch, steps: int):
   return state, statistics.median(times), times
 
 
-def run(config_path: str, steps: int, manual_dir: str | None) -> dict:
+def _encoder_seconds(model, state, images, steps: int) -> float:
+  """Median time of the encoder's forward and backward pass alone."""
+  from mask_hybridgnet_jax.models.encoder import Encoder
+
+  encoder = Encoder(block=model.block, filters=model.filters, latent_dim=model.latent_dim,
+                    norm=model.norm, dtype=model.dtype, log_var_clip=model.log_var_clip)
+  params = state.params["encoder"]
+
+  def objective(params):
+    mu, log_var, features = encoder.apply({"params": params}, images, train=True)
+    # A scalar that depends on every output, so nothing is pruned.
+    return jnp.sum(mu) + jnp.sum(log_var) + sum(jnp.mean(f) for f in features)
+
+  compiled = jax.jit(jax.value_and_grad(objective)).lower(params).compile()
+  jax.block_until_ready(compiled(params))
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(params))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _eval_traces(model, template, state, batch, num_batches: int) -> int:
+  """Trace count of the jitted evaluation step over `num_batches` batches of one shape."""
+  from mask_hybridgnet_jax.train.step import make_eval_step
+
+  eval_fn = make_eval_step(model, template)
+  traces = {"count": 0}
+
+  def counted(variables, batch):
+    traces["count"] += 1
+    return eval_fn(variables, batch)
+
+  eval_step = jax.jit(counted)
+  for _ in range(num_batches):
+    jax.block_until_ready(eval_step({"params": state.params}, batch))
+  return traces["count"]
+
+
+def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = False,
+        compare_dtypes: bool = False, eval_batches: int = 3) -> dict:
   from mask_hybridgnet_jax.config_utils import load_config_file
   from mask_hybridgnet_jax.models.hybridgnet import build_model
   from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
@@ -102,11 +152,39 @@ def run(config_path: str, steps: int, manual_dir: str | None) -> dict:
   temp_bytes = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
 
   # Raster off: steps before the raster start. Raster on: jump the step counter past it.
+  # One compiled executable runs both raster phases: the raster switch is a
+  # traced value, so it cannot cause a second compilation.
   state, off_median, _ = _median_step_seconds(compiled, state, batch, steps)
   raster_start = int(np.ceil(config.train.total_examples * config.loss.raster_start_fraction
                              / config.train.batch_size)) + 1
   state = state.replace(step=jnp.asarray(raster_start, state.step.dtype))
   state, on_median, _ = _median_step_seconds(compiled, state, batch, steps)
+  extra = {}
+  if breakdown:
+    encoder_seconds = _encoder_seconds(model, state, batch["image"], steps)
+    extra.update({
+        "encoder_fwd_bwd_seconds": round(encoder_seconds, 4),
+        "share_outside_encoder_raster_off": round(1 - encoder_seconds / off_median, 3),
+        "share_outside_encoder_raster_on": round(1 - encoder_seconds / on_median, 3),
+        "eval_step_traces": _eval_traces(model, template, state, batch, eval_batches),
+        "eval_batches": eval_batches,
+    })
+  if compare_dtypes:
+    bf16_config = config.copy_and_resolve_references()
+    bf16_config.model.dtype = "bfloat16"
+    bf16_model = build_model(bf16_config.model, template)
+    bf16_state = create_train_state(bf16_model, bf16_config, jax.random.PRNGKey(0))
+    bf16_step = jax.jit(make_train_step(bf16_model, template, bf16_config, metadata),
+                        donate_argnums=(0,))
+    start = time.perf_counter()
+    bf16_compiled = bf16_step.lower(bf16_state, batch).compile()
+    bf16_compile = time.perf_counter() - start
+    _, bf16_median, _ = _median_step_seconds(bf16_compiled, bf16_state, batch, steps)
+    extra.update({
+        "bfloat16_compile_seconds": round(bf16_compile, 2),
+        "bfloat16_step_seconds_raster_off": round(bf16_median, 4),
+        "bfloat16_over_float32_raster_off": round(bf16_median / off_median, 3),
+    })
   peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   batch_size = config.train.batch_size
   return {
@@ -127,6 +205,7 @@ def run(config_path: str, steps: int, manual_dir: str | None) -> dict:
       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
       "device": str(jax.devices()[0]),
       "jax": jax.__version__,
+      **extra,
   }
 
 
@@ -137,8 +216,15 @@ def main(argv=None) -> int:
   parser.add_argument("--manual_dir", default=None,
                       help="dataset folder to take node counts from (optional)")
   parser.add_argument("--output", default=None, help="JSON file for the results")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="also time the encoder alone and count evaluation traces")
+  parser.add_argument("--compare_dtypes", action="store_true",
+                      help="also time the raster-off step with a bfloat16 encoder")
+  parser.add_argument("--eval_batches", type=int, default=3,
+                      help="evaluation batches whose traces --breakdown counts")
   args = parser.parse_args(argv)
-  result = run(args.config, args.steps, args.manual_dir)
+  result = run(args.config, args.steps, args.manual_dir, breakdown=args.breakdown,
+               compare_dtypes=args.compare_dtypes, eval_batches=args.eval_batches)
   text = json.dumps(result, indent=2)
   print(text)
   if args.output:

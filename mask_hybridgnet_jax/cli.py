@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
   train = commands.add_parser("train", help="train a model (resumes if the workdir has one)")
   train.add_argument("--workdir", required=True, help="folder for checkpoints and logs")
+  train.add_argument("--distributed", action="store_true",
+                     help="call jax.distributed.initialize() first: run the same command on "
+                          "every host of a multi-host job (TPU pod, SLURM, or with the "
+                          "JAX coordinator environment variables set)")
   _add_config_arguments(train)
 
   predict = commands.add_parser("predict", help="predict graphs for images")
@@ -188,6 +192,11 @@ def _run_prepare(args) -> int:
 def _run_train(args, overrides) -> int:
   from mask_hybridgnet_jax.train.loop import train_and_evaluate
 
+  if args.distributed:
+    import jax
+
+    # Must run before any other JAX call starts the backend.
+    jax.distributed.initialize()
   config = _load_config(args, overrides)
   result = train_and_evaluate(config, args.workdir)
   print(f"training finished; workdir: {os.path.abspath(args.workdir)}")
