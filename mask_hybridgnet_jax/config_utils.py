@@ -38,8 +38,9 @@ def load_config_file(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
   return config
 
 
-# Groups whose keys are free-form (organ names), so they are not compared.
-FREE_FORM_GROUPS = ("graph.node_overrides",)
+# Groups whose keys are free-form (organ names, a builder's own options), so
+# they are not compared with the default config.
+FREE_FORM_GROUPS = ("graph.node_overrides", "dataset.builder_options")
 
 
 def check_config_keys(config: ml_collections.ConfigDict,
@@ -116,8 +117,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   """Apply overrides of the form `key=value` (without the `--config.` prefix).
 
   Values are parsed as Python literals unless the current value is a string.
-  Keys under `graph.node_overrides` may be new (organ names); any other
-  unknown key is an error that names the nearest valid key.
+  Keys under `graph.node_overrides` (organ names) and `dataset.builder_options`
+  may be new; any other unknown key is an error that names the nearest valid key.
   """
   for item in overrides:
     if "=" not in item:
@@ -135,6 +136,13 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         node[leaf] = int(text)
       except ValueError:
         raise ConfigError(f"--config.{key}={text}: expected an integer node count") from None
+      continue
+    if key.startswith("dataset.builder_options.") and leaf not in node:
+      # A new builder option: a Python literal, else the text itself.
+      try:
+        node[leaf] = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        node[leaf] = text
       continue
     if leaf not in node:
       raise _unknown_key_error(key, config)

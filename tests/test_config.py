@@ -74,3 +74,9 @@ def test_json_round_trip():
   config = default_config()
   again = config_utils.config_from_json(config_utils.config_to_json(config))
   assert again.to_dict() == config.to_dict()
+
+
+def test_override_adds_builder_option():
+  config = default_config()
+  config_utils.apply_overrides(config, ["dataset.builder_options.mask_size=256"])
+  assert config.dataset.builder_options.mask_size == 256
