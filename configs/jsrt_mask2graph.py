@@ -13,22 +13,20 @@ different organs.
       --config.dataset.manual_dir=/path/to/jsrt_landmarks --config.dataset.data_dir=data \
       --workdir runs/jsrt_mask2graph
 
-NOTE: `config.input` is read only by the check that rejects training an image
-model on a dataset without images. Feeding the masks to the encoder is wired
-in the training input pipeline separately.
+`config.input = "masks"` makes the encoder read the five organ masks instead
+of an image, in training, evaluation and `mask-hybridgnet mask2graph`.
 """
 
 import ml_collections
 
-from mask_hybridgnet_jax.defaults import default_config
+from mask_hybridgnet_jax.defaults import cpu_config
 
 NUM_ORGANS = 5
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default_config()
+  config = cpu_config()
   config.dataset.name = "jsrt_contours"
-  config.dataset.image_size = 256
   # Side of the masks the 1024-frame polygons are filled into.
   config.dataset.builder_options.mask_size = 512
   # "masks": the encoder reads the organ masks instead of an image.
@@ -36,12 +34,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.input_channels = NUM_ORGANS
   # Reference scale factor for chest X-ray.
   config.graph.scale_factor = 0.05
-  config.model.block = "residual"
-  config.train.total_examples = 11_000
-  config.train.batch_size = 1
-  config.train.log_every_steps = 100
-  config.train.eval_every_steps = 500
-  config.train.checkpoint_every_steps = 500
-  config.loss.raster_start_fraction = 0.5
-  config.optim.learning_rate = 1e-3
   return config
