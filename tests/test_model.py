@@ -11,10 +11,12 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mask_hybridgnet_jax.contours import signed_area
 from mask_hybridgnet_jax.models.chebconv import ChebConv
 from mask_hybridgnet_jax.models.decoder import (
     bilinear_sample,
     decoder_widths,
+    default_shape,
     sample_patch_mean,
 )
 from mask_hybridgnet_jax.models.encoder import (
@@ -561,3 +563,18 @@ def test_shape_prior_offsets_final_and_skip_positions():
 def test_shape_prior_rejects_a_mean_shape_of_the_wrong_size():
   with pytest.raises(ValueError, match="mean_shape has 10 nodes"):
     _prior_model_and_params(np.zeros((10, 2), np.float32))
+
+
+def test_default_shape_is_ordered_circles():
+  shape = default_shape(TEMPLATE)
+  for organ_slice in TEMPLATE.organ_slices(0):
+    ring = shape[organ_slice]
+    radii = np.hypot(ring[:, 0] - 0.5, ring[:, 1] - 0.5)
+    np.testing.assert_allclose(radii, 0.25, atol=1e-6)
+    assert signed_area(ring) > 0
+
+
+def test_shape_prior_without_mean_shape_starts_as_circles():
+  _, params, _ = _prior_model_and_params(None)
+  np.testing.assert_allclose(params["decoder"]["shape_prior"], default_shape(TEMPLATE),
+                             atol=1e-7)

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import jraph
+import numpy as np
 
 from mask_hybridgnet_jax.models.chebconv import ChebConv, Laplacian
 from mask_hybridgnet_jax.topology import GraphTemplate
@@ -107,6 +108,28 @@ def sample_patch_mean(feature_map: jax.Array, positions: jax.Array) -> jax.Array
   return jnp.mean(samples, axis=2)
 
 
+# Radius of the circles that start each organ when no mean shape is given,
+# in normalised units (a quarter of the image side).
+DEFAULT_SHAPE_RADIUS = 0.25
+
+
+def default_shape(template: GraphTemplate) -> np.ndarray:
+  """Return every organ's ring as a circle around the image centre, `[N0, 2]`.
+
+  Nodes run at equal angles from the top of the circle, in the orientation of
+  traced contours (positive signed area in image coordinates), so every ring
+  starts ordered even without a mean contour.
+  """
+  shape = np.full((template.num_nodes(0), 2), 0.5, np.float32)
+  for index in template.organ_indices(0):
+    nodes = np.arange(template.num_nodes(0))[index]
+    angle = 2.0 * np.pi * np.arange(len(nodes)) / len(nodes)
+    # Start at the top (smallest y) and turn towards +x: positive signed area.
+    shape[nodes, 0] = 0.5 + DEFAULT_SHAPE_RADIUS * np.sin(angle)
+    shape[nodes, 1] = 0.5 - DEFAULT_SHAPE_RADIUS * np.cos(angle)
+  return shape
+
+
 class ImageToGraphSkip(nn.Module):
   """Predict node positions and append image features sampled there.
 
@@ -143,8 +166,8 @@ class GraphDecoder(nn.Module):
     shape_prior: predict every position as a displacement from a learned
       per-node shape (parameter "shape_prior" `[N0, 2]`, normalised), averaged
       down to the coarser levels with the template's downsampling.
-    mean_shape: initial value of that shape, `N0` pairs (x, y) normalised; the
-      centre of the image when None. Used only at initialisation.
+    mean_shape: initial value of that shape, `N0` pairs (x, y) normalised;
+      `default_shape(template)` when None. Used only at initialisation.
   """
 
   template: GraphTemplate
@@ -224,7 +247,8 @@ class GraphDecoder(nn.Module):
     """The learned shape at every level, finest first: `[n_level, 2]` each."""
     num_nodes = self.template.num_nodes(0)
     if self.mean_shape is None:
-      init = nn.initializers.constant(0.5)
+      circles = jnp.asarray(default_shape(self.template))
+      init = lambda rng, shape, dtype=jnp.float32: circles.astype(dtype)
     else:
       if len(self.mean_shape) != num_nodes:
         raise ValueError(

@@ -56,7 +56,8 @@ class HybridGNet(nn.Module):
       model that starts every contour as an ordered ring.
     mean_shape: initial per-node shape, `N0` pairs (x, y) normalised, usually
       the training split's mean contour (`mean_shape.mean_contour_shape`).
-      Only read at initialisation; None starts from the image centre.
+      Only read at initialisation; None starts every organ as a circle around
+      the image centre (`decoder.default_shape`).
   """
 
   template: GraphTemplate

@@ -147,8 +147,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
           read_split(builder, "train"), metadata.organ_names, template.node_counts)
     else:
       # NOTE: unified templates share nodes between organs, so the per-organ
-      # mean contours do not map onto them; the prior starts at the image centre.
-      logger.info("unified graph: the shape prior starts at the image centre.")
+      # mean contours do not map onto them; the prior starts as circles.
+      logger.info("unified graph: the shape prior starts as circles around the image centre.")
   check_input_channels(config, len(metadata.organs))
   model = build_model(config.model, template, mean_shape=mean_shape)
   return Experiment(config, builder, metadata, stats, template, model)
