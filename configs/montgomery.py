@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def sweep(add):
-  """The published ablations: graph representation, raster loss, pixel decoder."""
+  """Add the published ablations: graph representation, raster loss, pixel decoder."""
   add("baseline")
   add("unified", {"graph.representation": "unified"})
   add("no_raster", {"loss.raster_enabled": False})

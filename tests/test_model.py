@@ -560,7 +560,7 @@ def test_shape_prior_offsets_final_and_skip_positions():
     np.testing.assert_allclose(skip[0], np.clip(by_level[level], 0, 1), atol=1e-6)
 
 
-def test_shape_prior_rejects_a_mean_shape_of_the_wrong_size():
+def test_shape_prior_rejects_wrong_size():
   with pytest.raises(ValueError, match="mean_shape has 10 nodes"):
     _prior_model_and_params(np.zeros((10, 2), np.float32))
 

@@ -104,7 +104,7 @@ def test_this_process_keeps_one_device():
 
 
 def test_first_loss_matches(runs):
-  # Step 1 sees the initial parameters on both, so only the sharded forward
+  # Step 1 uses the initial parameters on both, so only the sharded forward
   # pass differs.
   four_losses = runs["four"]["losses"]
   assert len(four_losses) == worker.NUM_STEPS

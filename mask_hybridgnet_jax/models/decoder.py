@@ -244,7 +244,7 @@ class GraphDecoder(nn.Module):
     return positions, tuple(level_positions), tuple(levels)
 
   def _level_shapes(self) -> list[jax.Array]:
-    """The learned shape at every level, finest first: `[n_level, 2]` each."""
+    """Return the learned shape at every level, finest first: `[n_level, 2]` each."""
     num_nodes = self.template.num_nodes(0)
     if self.mean_shape is None:
       circles = jnp.asarray(default_shape(self.template))
