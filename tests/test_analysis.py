@@ -337,6 +337,14 @@ def test_read_frames_folder_sorted(tmp_path):
   np.testing.assert_array_equal(frames[2] > 0, _disk_frames((1, 0), 3)[2] > 0)
 
 
+def test_read_frames_rejects_broken_link(tmp_path):
+  for t, frame in enumerate(_disk_frames((1, 0), 2)):
+    Image.fromarray((frame * 255).astype(np.uint8)).save(tmp_path / f"frame_{t:02d}.png")
+  os.symlink(tmp_path / "missing.png", tmp_path / "frame_02.png")
+  with pytest.raises(FileNotFoundError, match="frame_02.png"):
+    tracking.read_frames(str(tmp_path))
+
+
 def test_read_frames_rejects_unknown_file(tmp_path):
   path = tmp_path / "frames.mp4"
   path.write_bytes(b"not frames")

@@ -41,9 +41,13 @@ def read_frames(path: str) -> tuple[list[np.ndarray], list[str]]:
     ValueError: an unsupported file type or a file with fewer than one frame.
   """
   if os.path.isdir(path):
-    names = sorted(n for n in os.listdir(path)
-                   if image_suffix(n) in IMAGE_SUFFIXES
-                   and os.path.isfile(os.path.join(path, n)))
+    names = sorted(n for n in os.listdir(path) if image_suffix(n) in IMAGE_SUFFIXES)
+    # A frame silently left out would shift every later frame in time.
+    unreadable = [n for n in names if not os.path.isfile(os.path.join(path, n))]
+    if unreadable:
+      raise FileNotFoundError(
+          f"frames not found in {path}: {', '.join(unreadable)} (broken links or folders "
+          "with image names); fix or remove them so that the sequence has no gap.")
     if not names:
       raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
     return [read_image(os.path.join(path, n)) for n in names], [image_stem(n) for n in names]
