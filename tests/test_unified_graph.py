@@ -76,7 +76,8 @@ def test_coarsening_pairs_only_degree_two(squares):
     degrees = node_degrees(template.rings[level], template.num_nodes(level))
     for group in template.pooling[level]:
       if len(group) == 2:
-        assert degrees[group[0]] == 2 and degrees[group[1]] == 2, group
+        assert degrees[group[0]] == 2, group
+        assert degrees[group[1]] == 2, group
 
 
 def test_unpooling_copies_pooled_node(squares):
