@@ -29,9 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def sweep(add):
-  """Add the published ablations: graph representation, raster loss, pixel decoder."""
+  """Add the published ablations (graph representation, raster loss, pixel decoder) and a bfloat16 encoder."""
   add("baseline")
   add("unified", {"graph.representation": "unified"})
   add("no_raster", {"loss.raster_enabled": False})
   add("dual", {"model.dual": True})
   add("dual_unified", {"model.dual": True, "graph.representation": "unified"})
+  add("bf16", {"model.dtype": "bfloat16"})

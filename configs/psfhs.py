@@ -27,3 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Reference scale factor outside chest X-ray: 0.1 nodes per boundary pixel.
   config.graph.scale_factor = 0.1
   return config
+
+
+def sweep(add):
+  """Add the published ablations: graph representation and raster loss."""
+  add("baseline")
+  add("unified", {"graph.representation": "unified"})
+  add("no_raster", {"loss.raster_enabled": False})

@@ -80,7 +80,7 @@ def run(config_path: str, output_dir: str, steps: int, warmup: int, top: int,
     # Any step past raster_start_fraction * T has the rasterisation loss on.
     state = state.replace(step=jnp.asarray(
         int(np.ceil(config.train.total_examples / config.train.batch_size)) - 1,
-        state.step.dtype))
+        jnp.int32))
   compiled = jax.jit(make_train_step(model, template, config, metadata),
                      donate_argnums=(0,)).lower(state, batch).compile()
   os.makedirs(output_dir, exist_ok=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mask_hybridgnet_jax.contours import signed_area
+
 
 class MeanShapeError(ValueError):
   """The training split cannot give a mean contour for some organ."""
@@ -95,3 +97,50 @@ def mean_contour_shape(
         f"organ(s) {missing} are absent from every training example, so they have no mean "
         "contour; remove them from the dataset metadata or set model.shape_prior=False.")
   return np.concatenate([s / c for s, c in zip(sums, counts)], axis=0).astype(np.float32)
+
+
+def unified_mean_shape(
+    rings: Sequence[Sequence[int]],
+    positions: np.ndarray,
+    organ_means: np.ndarray,
+) -> np.ndarray:
+  """Place every organ's mean contour on the nodes of a unified graph.
+
+  A unified graph's rings run in the order of its template mask's contours,
+  which need not start at the topmost node nor turn the way stored contours
+  do. Each ring is therefore turned to positive orientation and rolled to
+  start at its topmost node (both read from `positions`, in any frame that
+  only scales and shifts the image), and then node k of the ring gets point
+  k of the organ's mean contour. A node shared by several organs gets the
+  average of their points.
+
+  Args:
+    rings: per organ, its level-0 node indices in circular order.
+    positions: `[n0, 2]` (x, y) of the nodes in the template mask.
+    organ_means: `[sum(len(ring)), 2]` mean contours, organs concatenated
+      (`mean_contour_shape` with one node count per ring).
+
+  Returns:
+    `[n0, 2]` float32 in the frame of `organ_means`.
+  """
+  positions = np.asarray(positions, np.float64)
+  organ_means = np.asarray(organ_means, np.float64)
+  expected = sum(len(ring) for ring in rings)
+  if organ_means.shape != (expected, 2):
+    raise ValueError(f"expected mean contours of shape ({expected}, 2) for rings of "
+                     f"{[len(r) for r in rings]} nodes, got {organ_means.shape}.")
+  sums = np.zeros((len(positions), 2))
+  counts = np.zeros((len(positions),))
+  offset = 0
+  for ring in rings:
+    ring = np.asarray(ring)
+    if signed_area(positions[ring]) < 0:
+      ring = ring[::-1]
+    ring = np.roll(ring, -topmost_index(positions[ring]))
+    sums[ring] += organ_means[offset:offset + len(ring)]
+    counts[ring] += 1
+    offset += len(ring)
+  if np.any(counts == 0):
+    missing = np.flatnonzero(counts == 0)[:5].tolist()
+    raise ValueError(f"nodes {missing} belong to no ring; the rings do not cover the graph.")
+  return (sums / counts[:, None]).astype(np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import ml_collections
@@ -343,6 +343,35 @@ class PredictReport:
   failures: dict[str, str]
 
 
+def _load_by_stem(
+    paths: Sequence[str],
+    read: Callable[[str], np.ndarray],
+    errors: tuple[type[Exception], ...],
+) -> tuple[list[tuple[str, str, np.ndarray]], dict[str, str]]:
+  """Read each path once per output stem; return ([(path, stem, array)], failures).
+
+  A path whose stem an earlier path already took, or whose `read` raises one
+  of `errors`, goes to failures (path -> reason) instead, so that one bad
+  file never overwrites or stops the others.
+  """
+  failures: dict[str, str] = {}
+  loaded: list[tuple[str, str, np.ndarray]] = []
+  stems: dict[str, str] = {}
+  for path in paths:
+    stem = image_stem(path)
+    if stem in stems:
+      failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
+      continue
+    try:
+      array = read(path)
+    except errors as e:
+      failures[path] = str(e)
+      continue
+    stems[stem] = path
+    loaded.append((path, stem, array))
+  return loaded, failures
+
+
 def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
                   overlay: bool = True, write_pixel_masks: bool = False) -> PredictReport:
   """Write `<stem>.json`, `<stem>_mask.png` and optionally `<stem>_overlay.png` per image.
@@ -367,21 +396,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
         "pixel masks were requested but the model has no pixel decoder; train with "
         "--config.model.dual=True or leave out the pixel-mask option.")
   os.makedirs(output_dir, exist_ok=True)
-  failures: dict[str, str] = {}
-  loaded: list[tuple[str, str, np.ndarray]] = []
-  stems: dict[str, str] = {}
-  for path in paths:
-    stem = image_stem(path)
-    if stem in stems:
-      failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
-      continue
-    try:
-      image = read_image(path)
-    except ImageReadError as e:
-      failures[path] = str(e)
-      continue
-    stems[stem] = path
-    loaded.append((path, stem, image))
+  loaded, failures = _load_by_stem(paths, read_image, (ImageReadError,))
 
   outputs: dict[str, list[str]] = {}
   metadata = predictor.trained.metadata
@@ -442,22 +457,14 @@ def mask_files_to_graphs(predictor: Predictor, paths: Sequence[str], output_dir:
 
   os.makedirs(output_dir, exist_ok=True)
   metadata = predictor.trained.metadata
-  failures: dict[str, str] = {}
-  loaded: list[tuple[str, str, np.ndarray]] = []
-  stems: dict[str, str] = {}
-  for path in paths:
-    stem = image_stem(path)
-    if stem in stems:
-      failures[path] = f"output name {stem!r} is already used by {stems[stem]}"
-      continue
-    try:
-      label_map = read_label_map(path)
-      organ_masks(label_map, metadata.organs, source=path)
-    except (ImageReadError, LabelValueError, ValueError) as e:
-      failures[path] = str(e)
-      continue
-    stems[stem] = path
-    loaded.append((path, stem, label_map))
+
+  def read_checked(path: str) -> np.ndarray:
+    label_map = read_label_map(path)
+    organ_masks(label_map, metadata.organs, source=path)
+    return label_map
+
+  loaded, failures = _load_by_stem(
+      paths, read_checked, (ImageReadError, LabelValueError, ValueError))
 
   outputs: dict[str, list[str]] = {}
   fidelity: list[dict[str, Any]] = []

@@ -87,7 +87,7 @@ def make_batches(config, num_batches: int = NUM_STEPS, seed: int = 0) -> list[di
 
 
 def train_three_steps(config, template, model, mesh=None):
-  """Run NUM_STEPS jitted steps from seed 0; return (state, losses, trace count).
+  """Run NUM_STEPS jitted steps from seed 0; return (state, losses, grad norms, trace count).
 
   Without `mesh` the step runs on the default device; with it, the state is
   replicated and each batch split over the mesh's batch axis.
@@ -103,13 +103,14 @@ def train_three_steps(config, template, model, mesh=None):
   step = jax.jit(counted_step, donate_argnums=(0,))
   if mesh is not None:
     state = sharding.replicate(state, mesh)
-  losses = []
+  losses, grad_norms = [], []
   for batch in make_batches(config):
     if mesh is not None:
       batch = sharding.shard_batch(batch, mesh)
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))
-  return state, losses, traces["count"]
+    grad_norms.append(float(metrics["grad_norm"]))
+  return state, losses, grad_norms, traces["count"]
 
 
 def checkpoint_meta(config, template, state):
@@ -126,7 +127,7 @@ def train_and_save(save_dir: str, output: str) -> None:
   """Train three steps on a mesh over every device, save the state and the results."""
   config, template, model = build_setup()
   mesh = sharding.make_mesh()
-  state, losses, traces = train_three_steps(config, template, model, mesh)
+  state, losses, grad_norms, traces = train_three_steps(config, template, model, mesh)
   checkpointer = checkpoint_lib.Checkpointer(save_dir, keep=1)
   checkpointer.save(state, checkpoint_meta(config, template, state))
   checkpointer.close()
@@ -135,6 +136,7 @@ def train_and_save(save_dir: str, output: str) -> None:
       "device_count": jax.device_count(),
       "mesh_devices": int(mesh.devices.size),
       "losses": losses,
+      "grad_norms": grad_norms,
       "traces": traces,
   }
   with open(output, "w", encoding="utf-8") as f:

@@ -10,6 +10,7 @@ from mask_hybridgnet_jax.mean_shape import (
     mean_contour_shape,
     resample_closed,
     topmost_index,
+    unified_mean_shape,
 )
 
 # A 4x4 square listed from its bottom-left corner.
@@ -62,3 +63,37 @@ def test_mean_names_an_organ_absent_everywhere():
   absent = _example([SQUARE, np.zeros((0, 2))], [True, False])
   with pytest.raises(MeanShapeError, match="'two'"):
     mean_contour_shape([absent], ("one", "two"), (4, 4))
+
+
+# Two unit squares side by side sharing the edge x = 1, in pixel (x, y)
+# coordinates: nodes 0..5 with 1 and 4 on the shared edge.
+#   0 (0,0)  1 (1,0)  2 (2,0)
+#   3 (0,1)  4 (1,1)  5 (2,1)
+SQUARE_NODES = np.array([[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]], np.float64)
+
+
+def test_unified_mean_shape_starts_each_ring_at_its_top_in_positive_order():
+  # Left ring listed from a bottom node and in negative orientation; right
+  # ring already positive (x right, y down: 1 -> 2 -> 5 -> 4) from its top.
+  rings = [(4, 1, 0, 3), (1, 2, 5, 4)]
+  left_mean = np.array([[10.0, 0.0], [11.0, 0.0], [11.0, 1.0], [10.0, 1.0]])
+  right_mean = np.array([[21.0, 0.0], [22.0, 0.0], [22.0, 1.0], [21.0, 1.0]])
+  shape = unified_mean_shape(rings, SQUARE_NODES, np.concatenate([left_mean, right_mean]))
+  # The left ring turned positive and rolled to its top: 0 -> 1 -> 4 -> 3.
+  np.testing.assert_allclose(shape[0], [10.0, 0.0])
+  np.testing.assert_allclose(shape[3], [10.0, 1.0])
+  np.testing.assert_allclose(shape[2], [22.0, 0.0])
+  np.testing.assert_allclose(shape[5], [22.0, 1.0])
+  # Shared nodes average the two organs' points.
+  np.testing.assert_allclose(shape[1], [16.0, 0.0])
+  np.testing.assert_allclose(shape[4], [16.0, 1.0])
+
+
+def test_unified_mean_shape_rejects_mismatched_means():
+  with pytest.raises(ValueError, match=r"\(8, 2\)"):
+    unified_mean_shape([(0, 1, 4, 3), (1, 2, 5, 4)], SQUARE_NODES, np.zeros((6, 2)))
+
+
+def test_unified_mean_shape_rejects_uncovered_nodes():
+  with pytest.raises(ValueError, match="belong to no ring"):
+    unified_mean_shape([(0, 1, 4, 3)], SQUARE_NODES, np.zeros((4, 2)))

@@ -34,9 +34,12 @@ def test_load_sweep_of_test_config():
   assert members[1].overrides == {"model.dual": True, "graph.representation": "unified"}
 
 
-def test_montgomery_sweep_configs_load():
-  path = os.path.join(CONFIG_DIR, "montgomery.py")
-  for member in load_sweep(path):
+@pytest.mark.parametrize("name", ["montgomery.py", "psfhs.py"])
+def test_dataset_sweep_configs_load(name):
+  path = os.path.join(CONFIG_DIR, name)
+  members = load_sweep(path)
+  assert [m.name for m in members][:3] == ["baseline", "unified", "no_raster"]
+  for member in members:
     config = member_config(path, member, [])
     for key, value in member.overrides.items():
       section, field = key.split(".")

@@ -47,6 +47,23 @@ def test_train_step_compiles_once(synthetic_dir, tmp_path):
   assert np.isfinite(float(metrics["loss"]))
 
 
+def test_unified_graph_shape_prior_is_the_mean_contour(synthetic_dir, tmp_path):
+  # The synthetic organs do not touch, so no node is shared and the unified
+  # prior must hold exactly the independent mean contour's points, only in
+  # the ring order of the template mask.
+  config = _test_config(synthetic_dir)
+  priors = {}
+  for representation in ("independent", "unified"):
+    config.graph.representation = representation
+    experiment = loop.build_experiment(config, str(tmp_path / representation))
+    state = create_train_state(experiment.model, config, jax.random.PRNGKey(0))
+    priors[representation] = np.asarray(state.params["decoder"]["shape_prior"])
+  independent, unified = (np.unique(priors[r].round(6), axis=0)
+                          for r in ("independent", "unified"))
+  assert len(unified) == len(priors["unified"])
+  np.testing.assert_allclose(unified, independent, atol=1e-6)
+
+
 def test_workdir_contents(synthetic_dir, tmp_path):
   config = _test_config(synthetic_dir)
   workdir = str(tmp_path / "run")

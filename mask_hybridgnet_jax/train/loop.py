@@ -34,7 +34,7 @@ from mask_hybridgnet_jax.contours import fill_polygon
 from mask_hybridgnet_jax.datasets.common import dataset_metadata, load_builder, read_split
 from mask_hybridgnet_jax.input_pipeline import BatchIterator, device_batch, iterate_eval_batches
 from mask_hybridgnet_jax.io.atomic import write_text_atomic
-from mask_hybridgnet_jax.mean_shape import mean_contour_shape
+from mask_hybridgnet_jax.mean_shape import mean_contour_shape, unified_mean_shape
 from mask_hybridgnet_jax.io.images import read_label_map
 from mask_hybridgnet_jax.metrics import dice
 from mask_hybridgnet_jax.models.hybridgnet import build_model
@@ -134,33 +134,33 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experim
       overrides=dict(config.graph.node_overrides) or None,
   )
   representation = config.graph.get("representation", "independent")
+  unified_positions = None
   if representation == "unified":
-    template = _unified_template(config, builder, metadata, template)
+    template, unified_positions = _unified_template(config, builder, metadata, template)
   elif representation != "independent":
     raise config_utils.ConfigError(
         f"config key graph.representation is {representation!r}; use \"independent\" or "
         "\"unified\".")
   mean_shape = None
   if config.model.get("shape_prior", False):
-    if representation == "independent":
-      mean_shape = mean_contour_shape(
-          read_split(builder, "train"), metadata.organ_names, template.node_counts)
-    else:
-      # NOTE: unified templates share nodes between organs, so the per-organ
-      # mean contours do not map onto them; the prior starts as circles.
-      logger.info("unified graph: the shape prior starts as circles around the image centre.")
+    mean_shape = mean_contour_shape(
+        read_split(builder, "train"), metadata.organ_names, template.node_counts)
+    if unified_positions is not None:
+      mean_shape = unified_mean_shape(template.rings[0], unified_positions, mean_shape)
   check_input_channels(config, len(metadata.organs))
   model = build_model(config.model, template, mean_shape=mean_shape)
   return Experiment(config, builder, metadata, stats, template, model)
 
 
 def _unified_template(config: ml_collections.ConfigDict, builder: Any,
-                      metadata: DatasetMetadata, independent: GraphTemplate) -> GraphTemplate:
+                      metadata: DatasetMetadata,
+                      independent: GraphTemplate) -> tuple[GraphTemplate, np.ndarray]:
   """Build the unified graph from `graph.template_mask`, or from a training example.
 
   Without a template mask file, the first training example that contains
   every organ serves, at its original resolution. The node counts are those
-  of the independent template.
+  of the independent template. Returns the template and its level-0 node
+  positions in pixels of the template mask.
   """
   path = config.graph.get("template_mask", "")
   if path:
@@ -183,11 +183,10 @@ def _unified_template(config: ml_collections.ConfigDict, builder: Any,
       raise config_utils.ConfigError(
           "no training example contains every organ, so none can serve as the template "
           "mask of the unified graph; set graph.template_mask to a label-map file.")
-  template, _ = build_unified_template(
+  return build_unified_template(
       label_map, metadata.organs, independent.node_counts, config.graph.num_levels,
       merge_distance_px=config.graph.get("merge_distance_px", DEFAULT_MERGE_DISTANCE_PX),
       source=f"template mask {source}")
-  return template
 
 
 def check_input_channels(config: ml_collections.ConfigDict, num_organs: int) -> None:
