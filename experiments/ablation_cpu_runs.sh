@@ -4,7 +4,7 @@
 # each member 4,000 examples at input 128, then one results table per sweep.
 # Usage:
 #   bash experiments/ablation_cpu_runs.sh DATA_DIR RUNS_DIR
-# DATA_DIR holds montgomery/ and psfhs/ in their distributed layouts.
+# DATA_DIR contains montgomery/ and psfhs/ in their distributed layouts.
 # Rerunning the same command skips finished members.
 set -uo pipefail
 data=${1:?usage: ablation_cpu_runs.sh DATA_DIR RUNS_DIR}

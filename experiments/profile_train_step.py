@@ -5,8 +5,8 @@ benchmark_train.py does), runs it `--warmup` times, then records `--steps`
 steps with `jax.profiler.trace` into `<output_dir>/trace`. The trace opens in
 TensorBoard's profile plugin or in Perfetto (`*.trace.json.gz`). It then reads
 the trace back with `jax.profiler.ProfileData` and writes
-`<output_dir>/top_ops.txt`: the events of every plane and line, grouped by
-name, sorted by total time, with their share of all recorded event time.
+`<output_dir>/top_ops.txt`: the XLA op events of every plane and line,
+grouped by name, sorted by total time, with their share of all op time.
 On CPU the events are the XLA thunks and fused kernels of the step, named
 after the HLO instructions (`convolution.12`, `fusion.3`, ...).
 `<output_dir>/hlo.txt` contains the optimised HLO, so that a name in the
@@ -32,8 +32,22 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+def _is_xla_op(line_name: str, event_name: str) -> bool:
+  """True for an XLA kernel event; False for Python frames and executor wrappers.
+
+  The wrappers (`ThunkExecutor::Execute`, the Python `$file:line` frames) span
+  the kernels they run, so counting them too would count the same time twice.
+  """
+  return (line_name != "python" and not event_name.startswith("$")
+          and not event_name.startswith("ThunkExecutor"))
+
+
 def summarise_trace(trace_dir: str, top: int) -> str:
-  """Return a table of the `top` event names by total time over all `.xplane.pb` files."""
+  """Return a table of the `top` XLA ops by total time over all `.xplane.pb` files.
+
+  Shares are of the summed time of all XLA op events, which on CPU run on
+  several threads at once and can add up to more than the wall time.
+  """
   paths = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
   if not paths:
     raise FileNotFoundError(f"no .xplane.pb file under {trace_dir}; the trace was not written")
@@ -44,12 +58,14 @@ def summarise_trace(trace_dir: str, top: int) -> str:
     for plane in data.planes:
       for line in plane.lines:
         for event in line.events:
-          key = (f"{plane.name} / {line.name}", event.name)
+          if not _is_xla_op(line.name, event.name):
+            continue
+          key = (plane.name, event.name)
           totals[key] += event.duration_ns
           counts[key] += 1
   grand_total = sum(totals.values()) or 1.0
   ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
-  lines = [f"{'total ms':>10} {'share':>6} {'calls':>6}  name  [plane / line]"]
+  lines = [f"{'total ms':>10} {'share':>6} {'calls':>6}  name  [plane]"]
   for (where, name), duration in ranked:
     lines.append(f"{duration / 1e6:10.2f} {duration / grand_total:6.1%} "
                  f"{counts[(where, name)]:6d}  {name}  [{where}]")

@@ -109,8 +109,8 @@ def unified_mean_shape(
   A unified graph's rings run in the order of its template mask's contours,
   which need not start at the topmost node nor turn the way stored contours
   do. Each ring is therefore turned to positive orientation and rolled to
-  start at its topmost node (both read from `positions`, in any frame that
-  only scales and shifts the image), and then node k of the ring gets point
+  start at its topmost node. Both are read from `positions`, in any frame
+  that only scales and shifts the image. Node k of the ring then gets point
   k of the organ's mean contour. A node shared by several organs gets the
   average of their points.
 
