@@ -88,8 +88,8 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
     raise ConfigError(
-        f"--config.{key}={text}: not a valid Python literal for a "
-        f"{type(current).__name__} value") from None
+        f"--config.{key}={text}: not a valid Python literal for this "
+        f"{type(current).__name__} key") from None
   if isinstance(current, bool):
     expected, valid = "True or False", isinstance(value, bool)
   elif isinstance(current, int):

@@ -67,7 +67,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.norm = "group"
   config.model.dtype = "float32"
   config.model.log_var_clip = 10.0
-  config.model.propagation = "dense"
+  # "segment_sum" (edge list) or "dense" (n x n Laplacian product), same
+  # result. The edge list was faster for the decoder's forward and backward
+  # pass at batch 1 and 4 on a 2-core CPU (docs/benchmarks.md).
+  # GPU and TPU were not measured.
+  config.model.propagation = "segment_sum"
   config.model.input_channels = 1
   # Decode displacements from a learned per-node shape, initialised with the
   # training split's mean contour (mask_hybridgnet_jax/mean_shape.py). A

@@ -366,6 +366,23 @@ def test_folder_without_pairs(tmp_path):
     _load(source, tmp_path / "prepared")
 
 
+def test_all_pairs_skipped_error(tmp_path):
+  # Metadata whose organ labels (5, 6) appear in no mask: every pair is
+  # skipped, and the error must report that instead of asking for more patients.
+  wrong = DatasetMetadata(organs=(Organ("right_lung", 5), Organ("left_lung", 6)))
+  source = _write_folder(tmp_path / "source", _synthetic_pairs(3), metadata=wrong)
+  with pytest.raises(common.DatasetSourceError, match="every one of the 3") as error:
+    _load(source, tmp_path / "prepared")
+  assert "case_00" in str(error.value)
+  assert "more patients" not in str(error.value)
+
+
+def test_wrong_builder_suggests_mask_folder(tmp_path):
+  source = _write_folder(tmp_path / "source", _synthetic_pairs(3))
+  with pytest.raises(common.DatasetSourceError, match="dataset.name=mask_folder"):
+    _load(source, tmp_path / "prepared", name="montgomery")
+
+
 def test_unprepared_without_source(tmp_path):
   with pytest.raises(common.DatasetSourceError, match="not prepared"):
     common.load_builder("mask_folder", manual_dir=None, data_dir=tmp_path, image_size=64)

@@ -72,7 +72,7 @@ def test_mean_names_an_organ_absent_everywhere():
 SQUARE_NODES = np.array([[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]], np.float64)
 
 
-def test_unified_mean_shape_starts_each_ring_at_its_top_in_positive_order():
+def test_unified_mean_shape_ring_order():
   # Left ring listed from a bottom node and in negative orientation; right
   # ring already positive (x right, y down: 1 -> 2 -> 5 -> 4) from its top.
   rings = [(4, 1, 0, 3), (1, 2, 5, 4)]

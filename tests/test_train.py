@@ -47,7 +47,7 @@ def test_train_step_compiles_once(synthetic_dir, tmp_path):
   assert np.isfinite(float(metrics["loss"]))
 
 
-def test_unified_graph_shape_prior_is_the_mean_contour(synthetic_dir, tmp_path):
+def test_unified_prior_is_mean_contour(synthetic_dir, tmp_path):
   # The synthetic organs do not touch, so no node is shared and the unified
   # prior must hold exactly the independent mean contour's points, only in
   # the ring order of the template mask.

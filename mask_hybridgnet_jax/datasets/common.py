@@ -639,9 +639,14 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     listing = self._list_sources(manual_dir)
     if not listing.records:
       reasons = "".join(f"\n  {e['file']}: {e['reason']}" for e in listing.skipped[:10])
+      hint = ""
+      if self.name != "mask_folder" and (manual_dir / "metadata.json").is_file():
+        hint = ("\nThe folder has a metadata.json, as in the mask_folder layout: to read it "
+                "that way, use the dataset name mask_folder "
+                "(--config.dataset.name=mask_folder, or prepare --dataset mask_folder).")
       raise DatasetSourceError(
           f"{self.name}: no image with a matching label map in {manual_dir}."
-          f"{reasons}\nExpected layout:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+          f"{reasons}{hint}\nExpected layout:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     return listing
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -661,6 +666,13 @@ class MaskDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     # (about 1 MB for a 512x512 two-organ image at S=256), because the split
     # and the statistics need all of them and each file is read only once.
     encoded, patients, skipped, degenerate = self._encode_all(listing, metadata)
+    if not encoded:
+      reasons = "".join(f"\n  {e['file']}: {e['reason']}" for e in skipped[:5])
+      raise DatasetSourceError(
+          f"{self.name}: every one of the {len(listing.records)} image and label-map pairs "
+          f"in {manual_dir} was skipped, so there is nothing to train on. The first "
+          f"reasons:{reasons}\nFix the files or the organs of the dataset metadata, "
+          "then run the command again.")
 
     try:
       patient_split = self.assign_splits(listing, sorted(set(patients.values())))
