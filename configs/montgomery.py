@@ -1,7 +1,7 @@
 """Montgomery chest X-rays on a CPU: input 128, residual encoder blocks.
 
 Right lung (label 1) and left lung (label 2); no left/right flips because the
-two lungs are different organs. Trains in about 45 minutes on 2 CPU cores
+two lungs are different organs. Trains in about 40 minutes on 2 CPU cores
 (24,000 examples at batch size 1; see docs/results.md).
 
   mask-hybridgnet train --config configs/montgomery.py \

@@ -10,8 +10,12 @@ set -uo pipefail
 data=${1:?usage: ablation_cpu_runs.sh DATA_DIR RUNS_DIR}
 runs=${2:?usage: ablation_cpu_runs.sh DATA_DIR RUNS_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
+# The documented runs used dense graph propagation, the default before
+# commit bcf17e3. The edge-list default since then rounds
+# differently, so it would not repeat the run exactly.
 short="--config.dataset.image_size=128 --config.train.total_examples=4000 \
-  --config.train.eval_every_steps=1000 --config.train.checkpoint_every_steps=1000"
+  --config.train.eval_every_steps=1000 --config.train.checkpoint_every_steps=1000 \
+  --config.model.propagation=dense"
 
 start=$(date +%s)
 python "$here/run_sweep.py" --config "$here/../configs/montgomery.py" \
