@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bench_common import environment, median_seconds, temp_mib, write_json
 
 NUM_NODES = 352
 
@@ -42,23 +41,6 @@ def _compiled(num_points: int, chunk_size: int | None):
   return compiled, time.perf_counter() - start
 
 
-def _median_seconds(compiled, args, repeats: int) -> float:
-  jax.block_until_ready(compiled(*args))  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def _temp_mib(compiled) -> float | None:
-  memory = compiled.memory_analysis()
-  if memory is None:
-    return None
-  return round(memory.temp_size_in_bytes / 2**20, 2)
-
-
 def run(point_counts: list[int], chunk_size: int, repeats: int) -> list[dict]:
   rng = np.random.default_rng(0)
   pred = jnp.asarray(rng.random((NUM_NODES, 2), dtype=np.float32))
@@ -71,8 +53,8 @@ def run(point_counts: list[int], chunk_size: int, repeats: int) -> list[dict]:
     for name, chunk in (("unchunked", None), ("chunked", chunk_size)):
       compiled, compile_seconds = _compiled(num_points, chunk)
       values[name] = float(compiled(*args)[0])
-      row[f"{name}_temp_mib"] = _temp_mib(compiled)
-      row[f"{name}_seconds"] = round(_median_seconds(compiled, args, repeats), 5)
+      row[f"{name}_temp_mib"] = temp_mib(compiled, 2)
+      row[f"{name}_seconds"] = round(median_seconds(compiled, args, repeats), 5)
       row[f"{name}_compile_seconds"] = round(compile_seconds, 2)
     row["relative_difference"] = abs(values["chunked"] - values["unchunked"]) / values["unchunked"]
     row["chunked_over_unchunked_time"] = round(row["chunked_seconds"] / row["unchunked_seconds"], 2)
@@ -92,13 +74,10 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   result = {
       "rows": run(args.points, args.chunk_size, args.repeats),
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-      "device": str(jax.devices()[0]),
-      "jax": jax.__version__,
+      **environment(),
   }
   if args.output:
-    from mask_hybridgnet_jax.io.atomic import write_text_atomic
-    write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
   return 0
 
 

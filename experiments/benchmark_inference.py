@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import statistics
 import sys
 import time
 
@@ -26,20 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _timed(compiled, args, repeats: int) -> float:
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def _temp_mib(compiled) -> float | None:
-  memory = compiled.memory_analysis()
-  return None if memory is None else round(memory.temp_size_in_bytes / 2**20, 1)
+from bench_common import environment, median_seconds, temp_mib, write_json
 
 
 def run(config_path: str, batch_sizes: list[int], repeats: int, image_size: int | None) -> dict:
@@ -82,8 +66,8 @@ def run(config_path: str, batch_sizes: list[int], repeats: int, image_size: int 
     compiled = jax.jit(predict).lower(variables, images).compile()
     compile_seconds = time.perf_counter() - start
     encoder_compiled = jax.jit(encode).lower(encoder_variables, images).compile()
-    model_seconds = _timed(compiled, (variables, images), repeats)
-    encoder_seconds = _timed(encoder_compiled, (encoder_variables, images), repeats)
+    model_seconds = median_seconds(compiled, (variables, images), repeats)
+    encoder_seconds = median_seconds(encoder_compiled, (encoder_variables, images), repeats)
     row = {
         "batch_size": batch_size,
         "compile_seconds": round(compile_seconds, 2),
@@ -91,7 +75,7 @@ def run(config_path: str, batch_sizes: list[int], repeats: int, image_size: int 
         "seconds_per_image": round(model_seconds / batch_size, 4),
         "encoder_seconds_per_image": round(encoder_seconds / batch_size, 4),
         "model_over_encoder": round(model_seconds / encoder_seconds, 2),
-        "compiled_temp_mib": _temp_mib(compiled),
+        "compiled_temp_mib": temp_mib(compiled, 1),
     }
     print(json.dumps(row), flush=True)
     rows.append(row)
@@ -101,9 +85,7 @@ def run(config_path: str, batch_sizes: list[int], repeats: int, image_size: int 
       "block": config.model.block,
       "rows": rows,
       "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-      "device": str(jax.devices()[0]),
-      "jax": jax.__version__,
+      **environment(),
   }
 
 
@@ -118,8 +100,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   result = run(args.config, args.batch_sizes, args.repeats, args.image_size)
   if args.output:
-    from mask_hybridgnet_jax.io.atomic import write_text_atomic
-    write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
   return 0
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
+
+from bench_common import machine, write_json
 
 
 def _examples_per_second(source, batch_size: int, points_budget: int, seconds: float,
@@ -79,7 +80,7 @@ def run(args) -> dict:
       "prefetch": args.prefetch,
       "train_step_examples_per_second": train_rate,
       "rows": rows,
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+      "machine": machine(),
   }
 
 
@@ -104,8 +105,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   result = run(args)
   if args.output:
-    from mask_hybridgnet_jax.io.atomic import write_text_atomic
-    write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
   return 0
 
 

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bench_common import environment, median_seconds, write_json
 
 # Deepest three pre-pool encoder outputs at input 256, filters 16, shallow to
 # deep as the encoder returns them: (side, channels).
@@ -75,15 +74,9 @@ def _time_decoder(template, propagation: str, batch_size: int, repeats: int) -> 
   start = time.perf_counter()
   compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
   compile_seconds = time.perf_counter() - start
-  jax.block_until_ready(compiled(params))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(params))
-    times.append(time.perf_counter() - start)
+  seconds = median_seconds(compiled, (params,), repeats)
   value = float(compiled(params)[0])
-  return {"seconds": statistics.median(times), "compile_seconds": compile_seconds,
-          "value": value}
+  return {"seconds": seconds, "compile_seconds": compile_seconds, "value": value}
 
 
 def run(template_name: str, batch_sizes: list[int], repeats: int) -> list[dict]:
@@ -117,13 +110,10 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   result = {
       "rows": run(args.template, args.batch_sizes, args.repeats),
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-      "device": str(jax.devices()[0]),
-      "jax": jax.__version__,
+      **environment(),
   }
   if args.output:
-    from mask_hybridgnet_jax.io.atomic import write_text_atomic
-    write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
   return 0
 
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mask_hybridgnet_jax.losses.raster import soft_rasterize, soft_rasterize_dense
+
+from bench_common import median_seconds
 
 
 def _star(num_vertices: int, size: int) -> np.ndarray:
@@ -39,13 +39,7 @@ def measure(rasterize, polygon: np.ndarray, size: int, repeats: int, max_run_mib
   temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
   seconds = None
   if temp_mib <= max_run_mib:
-    jax.block_until_ready(compiled(polygon))
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(compiled(polygon))
-      times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = median_seconds(compiled, (polygon,), repeats)
   return temp_mib, seconds
 
 

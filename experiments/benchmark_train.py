@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -37,6 +35,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bench_common import environment, median_seconds, temp_mib, write_json
 
 
 def _synthetic_batch(config, template, points_budget: int, seed: int = 0) -> dict:
@@ -90,13 +90,7 @@ def _encoder_seconds(model, state, images, steps: int) -> float:
     return jnp.sum(mu) + jnp.sum(log_var) + sum(jnp.mean(f) for f in features)
 
   compiled = jax.jit(jax.value_and_grad(objective)).lower(params).compile()
-  jax.block_until_ready(compiled(params))
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(params))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return median_seconds(compiled, (params,), steps)
 
 
 def _eval_traces(model, template, state, batch, num_batches: int) -> int:
@@ -148,8 +142,6 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
   start = time.perf_counter()
   compiled = jitted.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  temp_bytes = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
 
   # Raster off: steps before the raster start. Raster on: jump the step counter past it.
   # One compiled executable runs both raster phases: the raster switch is a
@@ -199,12 +191,10 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
       "raster_on_over_off": round(on_median / off_median, 3),
       "examples_per_second_raster_off": round(batch_size / off_median, 2),
       "examples_per_second_raster_on": round(batch_size / on_median, 2),
-      "compiled_temp_mib": None if temp_bytes is None else round(temp_bytes / 2**20, 1),
+      "compiled_temp_mib": temp_mib(compiled, 1),
       "peak_rss_mib": round(peak_rss_mib, 1),
       "steps_timed": steps,
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-      "device": str(jax.devices()[0]),
-      "jax": jax.__version__,
+      **environment(),
       **extra,
   }
 
@@ -228,8 +218,7 @@ def main(argv=None) -> int:
   text = json.dumps(result, indent=2)
   print(text)
   if args.output:
-    from mask_hybridgnet_jax.io.atomic import write_text_atomic
-    write_text_atomic(args.output, text + "\n")
+    write_json(args.output, result)
   return 0
 
 

@@ -1,0 +1,56 @@
+"""Pieces shared by the benchmark scripts: timing, compiled memory, machine and output.
+
+The scripts run as `python experiments/<script>.py`, so Python finds this
+module next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+
+
+def median_seconds(function: Callable[..., Any], args: Sequence[Any], repeats: int) -> float:
+  """Call `function(*args)` once to warm up, then return the median of `repeats` timed calls.
+
+  Each call waits for its results (`jax.block_until_ready`), so the time
+  includes the device work, not only the dispatch.
+  """
+  jax.block_until_ready(function(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(function(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def temp_mib(compiled, digits: int) -> float | None:
+  """XLA's temporary memory of a compiled function in MiB, rounded; None where XLA gives none."""
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return None
+  return round(memory.temp_size_in_bytes / 2**20, digits)
+
+
+def machine() -> str:
+  """Name the processor and count the CPU cores, e.g. "x86_64, 2 CPUs"."""
+  return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def environment() -> dict[str, str]:
+  """Return the machine, the first JAX device and the JAX version, for a results file."""
+  return {"machine": machine(), "device": str(jax.devices()[0]), "jax": jax.__version__}
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+  """Write `result` as indented JSON to `path` atomically."""
+  from mask_hybridgnet_jax.io.atomic import write_text_atomic
+
+  write_text_atomic(path, json.dumps(result, indent=2) + "\n")
