@@ -230,18 +230,12 @@ def _run_evaluate(args) -> int:
   from mask_hybridgnet_jax import evaluate as evaluate_lib
 
   if args.workdir:
-    from mask_hybridgnet_jax.datasets.common import load_builder, read_split
+    from mask_hybridgnet_jax.datasets.common import read_split
     from mask_hybridgnet_jax.predict import Predictor, load_trained_model
-    from mask_hybridgnet_jax.train.loop import data_dir_for
+    from mask_hybridgnet_jax.train.loop import load_config_builder
 
     trained = load_trained_model(args.workdir, args.checkpoint)
-    config = trained.config
-    builder = load_builder(
-        config.dataset.name, manual_dir=config.dataset.manual_dir,
-        data_dir=data_dir_for(config, os.path.abspath(args.workdir)),
-        image_size=config.dataset.image_size, skip_degenerate=config.dataset.skip_degenerate,
-        split_seed=config.dataset.split_seed)
-    source = read_split(builder, args.split)
+    source = read_split(load_config_builder(trained.config, args.workdir), args.split)
     rows = evaluate_lib.evaluate_source(Predictor(trained, batch_size=args.batch_size), source)
     output_dir = args.output_dir or os.path.join(args.workdir, f"eval_{args.split}")
     print(f"checkpoint: {trained.checkpoint_dir}")

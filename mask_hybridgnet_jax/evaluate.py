@@ -151,17 +151,11 @@ def evaluate_workdir(workdir: str, split: str = "test", checkpoint: str = "best"
   Writes `metrics.csv` and `summary.md` into `output_dir`, by default
   `<workdir>/eval_<split>`, and returns their paths.
   """
-  from mask_hybridgnet_jax.datasets.common import load_builder, read_split
+  from mask_hybridgnet_jax.datasets.common import read_split
   from mask_hybridgnet_jax.predict import load_trained_model
-  from mask_hybridgnet_jax.train.loop import data_dir_for
+  from mask_hybridgnet_jax.train.loop import load_config_builder
 
   trained = load_trained_model(workdir, checkpoint)
-  config = trained.config
-  builder = load_builder(
-      config.dataset.name, manual_dir=config.dataset.manual_dir,
-      data_dir=data_dir_for(config, os.path.abspath(workdir)),
-      image_size=config.dataset.image_size, skip_degenerate=config.dataset.skip_degenerate,
-      split_seed=config.dataset.split_seed)
-  source = read_split(builder, split)
+  source = read_split(load_config_builder(trained.config, workdir), split)
   rows = evaluate_source(Predictor(trained, batch_size=batch_size), source, progress=progress)
   return write_results(rows, output_dir or os.path.join(workdir, f"eval_{split}"))

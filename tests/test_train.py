@@ -64,6 +64,20 @@ def test_unified_prior_is_mean_contour(synthetic_dir, tmp_path):
   np.testing.assert_allclose(unified, independent, atol=1e-6)
 
 
+def test_config_builder_passes_builder_options(monkeypatch, tmp_path):
+  # Evaluation and the analysis commands load the dataset through this
+  # helper, so they must read the variant that training prepared.
+  calls = []
+  monkeypatch.setattr(loop, "load_builder", lambda name, **kwargs: calls.append((name, kwargs)))
+  config = load_config_file(os.path.join(CONFIG_DIR, "jsrt_mask2graph.py"))
+  config.dataset.builder_options.mask_size = 256
+  loop.load_config_builder(config, str(tmp_path / "run"))
+  name, kwargs = calls[0]
+  assert name == "jsrt_contours"
+  assert kwargs["builder_options"] == {"mask_size": 256}
+  assert kwargs["data_dir"] == os.path.join(str(tmp_path / "run"), loop.DATA_DIR)
+
+
 def test_workdir_contents(synthetic_dir, tmp_path):
   config = _test_config(synthetic_dir)
   workdir = str(tmp_path / "run")

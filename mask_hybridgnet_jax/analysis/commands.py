@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import os
 import sys
@@ -235,10 +234,10 @@ def _run_atlas(args) -> int:
 
 def split_ids_from_workdir(workdir: str, split: str) -> list[str]:
   """Return the example ids of one split of a workdir's prepared dataset."""
-  from mask_hybridgnet_jax.datasets.common import load_builder, read_split
+  from mask_hybridgnet_jax.datasets.common import read_split
   from mask_hybridgnet_jax.input_pipeline import example_id
   from mask_hybridgnet_jax.predict import WorkdirError
-  from mask_hybridgnet_jax.train.loop import data_dir_for
+  from mask_hybridgnet_jax.train.loop import load_config_builder
   from mask_hybridgnet_jax import config_utils
 
   config_path = os.path.join(workdir, "config.json")
@@ -246,12 +245,7 @@ def split_ids_from_workdir(workdir: str, split: str) -> list[str]:
     raise WorkdirError(f"{workdir} is not a training workdir: {config_path} is missing.")
   with open(config_path, encoding="utf-8") as f:
     config = config_utils.config_from_json(f.read())
-  builder = load_builder(
-      config.dataset.name, manual_dir=config.dataset.manual_dir,
-      data_dir=data_dir_for(config, os.path.abspath(workdir)),
-      image_size=config.dataset.image_size, skip_degenerate=config.dataset.skip_degenerate,
-      split_seed=config.dataset.split_seed)
-  source = read_split(builder, split)
+  source = read_split(load_config_builder(config, workdir), split)
   return [example_id(source[i]) for i in range(len(source))]
 
 

@@ -108,17 +108,26 @@ def data_dir_for(config: ml_collections.ConfigDict, workdir: str) -> str:
   return config.dataset.data_dir or os.path.join(workdir, DATA_DIR)
 
 
-def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
-  """Prepare the dataset (if needed), the graph template and the model."""
-  builder = load_builder(
+def load_config_builder(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Return the dataset builder of a run's config, preparing the data if needed.
+
+  Training, evaluation and the analysis commands all call this, so that they
+  read the same prepared variant of the dataset.
+  """
+  return load_builder(
       config.dataset.name,
       manual_dir=config.dataset.manual_dir,
-      data_dir=data_dir_for(config, workdir),
+      data_dir=data_dir_for(config, os.path.abspath(workdir)),
       image_size=config.dataset.image_size,
       skip_degenerate=config.dataset.skip_degenerate,
       split_seed=config.dataset.split_seed,
       builder_options=dict(config.dataset.get("builder_options", None) or {}),
   )
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+  """Prepare the dataset (if needed), the graph template and the model."""
+  builder = load_config_builder(config, workdir)
   metadata, stats = dataset_metadata(builder)
   if not stats.get("has_images", True) and config.get("input", "image") != "masks":
     raise config_utils.ConfigError(
