@@ -32,7 +32,7 @@ def median_seconds(function: Callable[..., Any], args: Sequence[Any], repeats: i
 
 
 def temp_mib(compiled, digits: int) -> float | None:
-  """XLA's temporary memory of a compiled function in MiB, rounded; None where XLA gives none."""
+  """Return the temporary memory XLA reserves for a compiled function, in MiB, or None if unknown."""
   memory = compiled.memory_analysis()
   if memory is None:
     return None

@@ -7,6 +7,7 @@ import difflib
 import importlib.util
 import json
 import os
+import types
 from typing import Any, Iterable
 
 import ml_collections
@@ -16,16 +17,24 @@ class ConfigError(ValueError):
   """Invalid config file, key or value; the message names it."""
 
 
-def load_config_file(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
-  """Import a config file and return its `get_config()`."""
+def import_config_module(path: str | os.PathLike[str],
+                         module_name: str = "_mask_hybridgnet_config") -> types.ModuleType:
+  """Import a Python config file as a module, raising ConfigError if it is missing."""
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
-  spec = importlib.util.spec_from_file_location("_mask_hybridgnet_config", path)
+  spec = importlib.util.spec_from_file_location(module_name, path)
   if spec is None or spec.loader is None:
     raise ConfigError(f"{path}: not a Python config file")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """Import a config file and return its `get_config()`."""
+  path = os.fspath(path)
+  module = import_config_module(path)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path}: a config file must define get_config()")
   config = module.get_config()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
@@ -69,13 +68,10 @@ class SweepMember:
 
 def load_sweep(config_path: str) -> list[SweepMember]:
   """Import a config file and collect the members its `sweep(add)` function adds."""
-  if not os.path.isfile(config_path):
-    raise SweepError(f"config file not found: {config_path}")
-  spec = importlib.util.spec_from_file_location("_mask_hybridgnet_sweep_config", config_path)
-  if spec is None or spec.loader is None:
-    raise SweepError(f"{config_path}: not a Python config file")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    module = config_utils.import_config_module(config_path, "_mask_hybridgnet_sweep_config")
+  except config_utils.ConfigError as e:
+    raise SweepError(str(e)) from e
   define: Callable[[Callable[..., None]], None] | None = getattr(module, "sweep", None)
   if define is None:
     raise SweepError(

@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mask_hybridgnet_jax.contours import orient_positive, signed_area
+from mask_hybridgnet_jax.contours import orient_positive, polygon_perimeter, signed_area
+from mask_hybridgnet_jax.mean_shape import resample_closed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,12 +130,6 @@ def organ_size(landmarks: np.ndarray) -> np.ndarray:
   return np.sqrt(np.abs(np.array([signed_area(points) for points in landmarks])))
 
 
-def topmost_index(points: np.ndarray) -> int:
-  """Return the index of the point with the smallest y (image top); ties take the smallest x."""
-  points = np.asarray(points, np.float64)
-  return int(np.lexsort((points[:, 0], points[:, 1]))[0])
-
-
 def resample_by_arc_length(contour: np.ndarray, num_points: int) -> np.ndarray:
   """Resample a closed contour to points evenly spaced by arc length.
 
@@ -158,18 +153,9 @@ def resample_by_arc_length(contour: np.ndarray, num_points: int) -> np.ndarray:
     raise ValueError(f"contour must be [P, 2] with P >= 2, got shape {contour.shape}.")
   if num_points < 1:
     raise ValueError(f"num_points must be positive, got {num_points}.")
-  contour = orient_positive(contour)
-  contour = np.roll(contour, -topmost_index(contour), axis=0)
-  closed = np.concatenate([contour, contour[:1]])
-  segment = np.sqrt(np.sum(np.diff(closed, axis=0) ** 2, axis=1))
-  cumulative = np.concatenate([[0.0], np.cumsum(segment)])
-  perimeter = cumulative[-1]
-  if perimeter == 0.0:
+  if polygon_perimeter(contour) == 0.0:
     raise ValueError("cannot resample a contour whose points are all equal (zero perimeter).")
-  targets = np.arange(num_points) * perimeter / num_points
-  x = np.interp(targets, cumulative, closed[:, 0])
-  y = np.interp(targets, cumulative, closed[:, 1])
-  return np.stack([x, y], axis=1)
+  return resample_closed(orient_positive(contour), num_points)
 
 
 def organ_correspondence(
