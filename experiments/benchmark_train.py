@@ -111,8 +111,9 @@ def _eval_traces(model, template, state, batch, num_batches: int) -> int:
 
 
 def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = False,
-        compare_dtypes: bool = False, eval_batches: int = 3) -> dict:
-  from mask_hybridgnet_jax.config_utils import load_config_file
+        compare_dtypes: bool = False, eval_batches: int = 3,
+        overrides: tuple[str, ...] = ()) -> dict:
+  from mask_hybridgnet_jax.config_utils import apply_overrides, load_config_file
   from mask_hybridgnet_jax.models.hybridgnet import build_model
   from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
   from mask_hybridgnet_jax.topology import GraphTemplate
@@ -120,6 +121,7 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
   from mask_hybridgnet_jax.train.step import make_train_step
 
   config = load_config_file(config_path)
+  apply_overrides(config, overrides)
   if manual_dir:
     from mask_hybridgnet_jax.train.loop import build_experiment
     config.dataset.manual_dir = manual_dir
@@ -181,6 +183,7 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
   batch_size = config.train.batch_size
   return {
       "config": config_path,
+      "overrides": list(overrides),
       "image_size": config.dataset.image_size,
       "batch_size": batch_size,
       "block": config.model.block,
@@ -210,11 +213,14 @@ def main(argv=None) -> int:
                       help="also time the encoder alone and count evaluation traces")
   parser.add_argument("--compare_dtypes", action="store_true",
                       help="also time the raster-off step with a bfloat16 encoder")
+  parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                      help="config key to change, e.g. model.propagation=dense (repeatable)")
   parser.add_argument("--eval_batches", type=int, default=3,
                       help="evaluation batches whose traces --breakdown counts")
   args = parser.parse_args(argv)
   result = run(args.config, args.steps, args.manual_dir, breakdown=args.breakdown,
-               compare_dtypes=args.compare_dtypes, eval_batches=args.eval_batches)
+               compare_dtypes=args.compare_dtypes, eval_batches=args.eval_batches,
+               overrides=tuple(args.override))
   text = json.dumps(result, indent=2)
   print(text)
   if args.output:
