@@ -10,12 +10,24 @@ shapes are used, so no dataset is needed; a dataset folder only sets the node
 counts (`--manual_dir`), else the chest X-ray template is built from fixed
 boundary lengths.
 
-With `--breakdown` it also times the encoder's forward and backward pass
-alone (gradient of its outputs with respect to its parameters, same batch),
-so that `1 - encoder / step` is the share of the step spent outside the
-encoder: graph decoder, losses, rasteriser, augmentation and optimizer. It
-counts the traces of the train step over both raster phases and of the
-evaluation step over `--eval_batches` batches of one shape.
+With `--breakdown` it also times parts of the step, each jitted alone on
+the same batch:
+
+- the encoder's forward and backward pass (gradient of its outputs with
+  respect to its parameters), so that `1 - encoder / step` is the share of
+  the step spent outside the encoder: graph decoder, losses, rasteriser,
+  augmentation and optimizer;
+- the model's forward and backward pass through the loss, raster loss off
+  and on, without augmentation or optimizer; `(model and loss - encoder) /
+  step` is the share spent in the graph decoder, the losses and the
+  rasteriser;
+- the on-device augmentation, and the optimizer update with the step's
+  gradient, parameter and update norms.
+
+Parts jitted alone are not fused with their neighbours, so their times need
+not add up to the step's. It counts the traces of the train step over both
+raster phases and of the evaluation step over `--eval_batches` batches of
+one shape.
 With `--compare_dtypes` it repeats the raster-off timing with the encoder
 computing in bfloat16.
 
@@ -35,6 +47,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from bench_common import environment, median_seconds, temp_mib, write_json
 
@@ -91,6 +104,44 @@ def _encoder_seconds(model, state, images, steps: int) -> float:
 
   compiled = jax.jit(jax.value_and_grad(objective)).lower(params).compile()
   return median_seconds(compiled, (params,), steps)
+
+
+def _part_seconds(model, template, config, metadata, state, batch, steps: int) -> dict:
+  """Median times of the step's parts other than the encoder, each jitted alone."""
+  from mask_hybridgnet_jax.augment import augment_batch
+  from mask_hybridgnet_jax.losses.objective import compute_loss
+  from mask_hybridgnet_jax.losses.schedules import loss_weights
+
+  rng = jax.random.PRNGKey(0)
+  augment = jax.jit(lambda rng, batch: augment_batch(
+      rng, batch, config.augment, allow_horizontal_flip=metadata.allow_horizontal_flip,
+      allow_vertical_flip=metadata.allow_vertical_flip,
+      allow_transpose=metadata.allow_transpose)).lower(rng, batch).compile()
+  result = {"augmentation_seconds": median_seconds(augment, (rng, batch), steps)}
+
+  def loss_fn(params, weights):
+    positions, aux = model.apply({"params": params}, batch["image"], train=True,
+                                 rngs={"latent": rng})
+    return compute_loss(positions, aux, batch, template, weights, config.loss)[0]
+
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+  total = config.train.total_examples
+  for phase, examples_seen in (("off", 0), ("on", total - 1)):
+    weights = loss_weights(examples_seen, total, config.loss)
+    compiled = grad_fn.lower(state.params, weights).compile()
+    result[f"model_and_loss_seconds_raster_{phase}"] = median_seconds(
+        compiled, (state.params, weights), steps)
+  grads = jax.jit(jax.grad(loss_fn))(state.params, weights)
+
+  def update(state, grads):
+    new_state = state.apply_gradients(grads=grads)
+    norms = (optax.tree.norm(grads), optax.tree.norm(new_state.params),
+             optax.tree.norm(jax.tree.map(jnp.subtract, new_state.params, state.params)))
+    return new_state, norms
+
+  compiled = jax.jit(update).lower(state, grads).compile()
+  result["optimizer_and_norms_seconds"] = median_seconds(compiled, (state, grads), steps)
+  return {key: round(value, 4) for key, value in result.items()}
 
 
 def _eval_traces(model, template, state, batch, num_batches: int) -> int:
@@ -160,6 +211,15 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
         "encoder_fwd_bwd_seconds": round(encoder_seconds, 4),
         "share_outside_encoder_raster_off": round(1 - encoder_seconds / off_median, 3),
         "share_outside_encoder_raster_on": round(1 - encoder_seconds / on_median, 3),
+    })
+    parts = _part_seconds(model, template, config, metadata, state, batch, steps)
+    extra.update(parts)
+    extra.update({
+        f"share_decoder_losses_raster_{phase}": round(
+            (parts[f"model_and_loss_seconds_raster_{phase}"] - encoder_seconds) / median, 3)
+        for phase, median in (("off", off_median), ("on", on_median))
+    })
+    extra.update({
         "eval_step_traces": _eval_traces(model, template, state, batch, eval_batches),
         "eval_batches": eval_batches,
     })

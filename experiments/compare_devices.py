@@ -7,8 +7,13 @@ gradient descent at the same learning rate. With Adam, it also lists the
 first step's gradient components whose sign differs between the two runs
 (Adam's first moment is 0.1 times the first gradient).
 
+`--perturb EPS` adds a third run: one device again, with every initial
+weight multiplied by (1 + EPS z), z standard normal. At EPS = 1e-7, about
+float32's rounding, it shows how far the model's own training moves apart
+from a rounding-sized change, with no second device involved.
+
   XLA_FLAGS=--xla_force_host_platform_device_count=4 \\
-      python experiments/compare_devices.py --steps 3 --optimizer adam
+      python experiments/compare_devices.py --steps 3 --optimizer adam --perturb 1e-7
 """
 
 from __future__ import annotations
@@ -38,11 +43,22 @@ def _first_moments(state) -> dict[str, np.ndarray]:
           if ".mu" in jax.tree_util.keystr(path)}
 
 
-def train(config, template, model, batches, optimizer: str, mesh=None):
+def _perturbed(params, relative: float):
+  """Multiply every weight by (1 + relative z), z standard normal (fixed seed)."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  return jax.tree.unflatten(treedef, [
+      leaf * (1 + relative * jax.random.normal(key, leaf.shape, leaf.dtype))
+      for leaf, key in zip(leaves, keys)])
+
+
+def train(config, template, model, batches, optimizer: str, mesh=None, perturb: float = 0.0):
   """Return per-step metrics and the first step's Adam first moments (Adam only)."""
   state = create_train_state(model, config, jax.random.PRNGKey(0))
+  if perturb:
+    state = state.replace(params=_perturbed(state.params, perturb))
   if optimizer == "sgd":
-    tx = optax.sgd(worker.LEARNING_RATE)
+    tx = optax.sgd(config.optim.learning_rate)
     state = state.replace(tx=tx, opt_state=tx.init(state.params))
   step = jax.jit(make_train_step(model, template, config, worker.METADATA))
   if mesh is not None:
@@ -64,6 +80,11 @@ def main(argv=None) -> int:
   parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
   parser.add_argument("--propagation", choices=("dense", "segment_sum"), default=None,
                       help="graph propagation (default: the config's)")
+  parser.add_argument("--learning_rate", type=float, default=worker.LEARNING_RATE,
+                      help="learning rate of both optimizers (default: the test's)")
+  parser.add_argument("--perturb", type=float, default=0.0,
+                      help="also train one device from weights perturbed by this relative "
+                           "amount (0: skip)")
   parser.add_argument("--total_examples", type=int, default=None,
                       help="training length T, which sets when the raster loss starts "
                            "(default: the config's)")
@@ -74,6 +95,7 @@ def main(argv=None) -> int:
     return 2
 
   config, template, model = worker.build_setup()
+  config.optim.learning_rate = args.learning_rate
   if args.propagation:
     config.model.propagation = args.propagation
   if args.total_examples:
@@ -85,12 +107,25 @@ def main(argv=None) -> int:
   sharded, sharded_moments = train(config, template, model, batches, args.optimizer,
                              sharding.make_mesh())
 
-  print(f"optimizer {args.optimizer}, one device against {jax.device_count()}")
-  print("step | loss, one | loss, mesh | relative | grad norm, one | grad norm, mesh | relative")
+  perturbed = (train(config, template, model, batches, args.optimizer, perturb=args.perturb)[0]
+               if args.perturb else None)
+
+  def relative(a, b, key):
+    return f"{abs(a[key] - b[key]) / abs(a[key]):.2g}"
+
+  print(f"optimizer {args.optimizer}, learning rate {args.learning_rate:g}, "
+        f"one device against {jax.device_count()}")
+  header = "step | loss, one | loss, mesh | relative | grad norm, one | grad norm, mesh | relative"
+  if perturbed:
+    header += f" | loss, one perturbed by {args.perturb:g} | relative"
+  print(header)
   for index, (a, b) in enumerate(zip(single, sharded), start=1):
-    print(f"{index} | {a['loss']:.8g} | {b['loss']:.8g} | "
-          f"{abs(a['loss'] - b['loss']) / abs(a['loss']):.2g} | {a['grad_norm']:.8g} | "
-          f"{b['grad_norm']:.8g} | {abs(a['grad_norm'] - b['grad_norm']) / a['grad_norm']:.2g}")
+    row = (f"{index} | {a['loss']:.8g} | {b['loss']:.8g} | {relative(a, b, 'loss')} | "
+           f"{a['grad_norm']:.8g} | {b['grad_norm']:.8g} | {relative(a, b, 'grad_norm')}")
+    if perturbed:
+      c = perturbed[index - 1]
+      row += f" | {c['loss']:.8g} | {relative(a, c, 'loss')}"
+    print(row)
   if single_moments is not None:
     print("first-step gradient components with different signs (path, index, one, mesh, "
           "largest magnitude in that leaf):")
