@@ -22,7 +22,7 @@ import numpy as np
 
 from mask_hybridgnet_jax.losses.raster import soft_rasterize, soft_rasterize_dense
 
-from bench_common import median_seconds
+from bench_common import environment, median_seconds, write_json
 
 
 def _star(num_vertices: int, size: int) -> np.ndarray:
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--max_run_mib", type=float, default=2048.0,
                       help="compile but do not run a version needing more temporary memory")
+  parser.add_argument("--output", default=None, help="JSON file for the results")
   args = parser.parse_args(argv)
   rows = []
   for count in args.vertices:
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
         "dense_grad_seconds": dense[1] and round(dense[1], 4),
     })
     print(json.dumps(rows[-1]), flush=True)
+  if args.output:
+    write_json(args.output, {"rows": rows, **environment()})
   return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements of docs/benchmarks.md that need no dataset, one after the
-# other, each writing a JSON file into OUT_DIR.
+# other, each writing a JSON file (the profile a folder) into OUT_DIR.
 # Usage:
 #   bash experiments/benchmarks_cpu.sh OUT_DIR
 # Run it on an otherwise idle machine: the ratios come from one process each,
@@ -21,4 +21,8 @@ python "$here/benchmark_propagation.py" --template montgomery \
     --batch_sizes 1 4 16 64 --repeats 5 --output "$out/propagation_montgomery.json"
 python "$here/benchmark_propagation.py" --template lungs_heart \
     --batch_sizes 1 4 16 64 --repeats 5 --output "$out/propagation_lungs_heart.json"
+python "$here/benchmark_raster.py" --size 256 --vertices 64 256 512 --repeats 3 \
+    --output "$out/raster.json"
+python "$here/benchmark_chamfer.py" --points 1024 2048 4096 8192 16384 \
+    --chunk_size 1024 --repeats 5 --output "$out/chamfer.json"
 python "$here/profile_train_step.py" --config "$config" --output_dir "$out/profile"

@@ -172,18 +172,19 @@ def nearest_segments(
   def step(carry, chunk):
     best_d2, best_index, inside = carry
     a, b, chunk_indices = chunk
-    real = (chunk_indices < num_segments)[:, None, None]  # padded segments: False
-    ax, ay, bx, by = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
-    d2 = _segment_squared_distance(px, py, ax, ay, bx, by)  # [C, H, W]
-    d2 = jnp.where(real, d2, jnp.inf)
-    local = jnp.argmin(d2, axis=0)
-    local_d2 = jnp.min(d2, axis=0)
-    # Strict comparison: on a tie the earlier chunk keeps the pixel.
-    closer = local_d2 < best_d2
-    best_d2 = jnp.where(closer, local_d2, best_d2)
-    best_index = jnp.where(closer, chunk_indices[local], best_index)
-    crossings = jnp.sum(_ray_crosses(px, py, ax, ay, bx, by) & real, axis=0)
-    inside = inside ^ (crossings % 2 == 1)
+    # One segment at a time inside the chunk: every update is elementwise over
+    # [H, W], so XLA fuses the chunk into one loop. An argmin over a [C, H, W]
+    # stack lowers to a variadic reduction that XLA:CPU runs several times
+    # slower (docs/benchmarks.md, "Soft rasteriser").
+    for c in range(chunk_size):
+      real = chunk_indices[c] < num_segments  # padded segments: False
+      ax, ay, bx, by = a[c, ..., 0], a[c, ..., 1], b[c, ..., 0], b[c, ..., 1]
+      d2 = jnp.where(real, _segment_squared_distance(px, py, ax, ay, bx, by), jnp.inf)
+      # Strict comparison: on a tie the earlier segment keeps the pixel.
+      closer = d2 < best_d2
+      best_d2 = jnp.where(closer, d2, best_d2)
+      best_index = jnp.where(closer, chunk_indices[c], best_index)
+      inside = inside ^ (_ray_crosses(px, py, ax, ay, bx, by) & real)
     return (best_d2, best_index, inside), None
 
   init = (
