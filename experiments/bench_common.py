@@ -31,6 +31,24 @@ def median_seconds(function: Callable[..., Any], args: Sequence[Any], repeats: i
   return statistics.median(times)
 
 
+def interleaved_medians(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+  """Median seconds of each call, timed in turn: one call of each per round.
+
+  Each call is warmed up once first. Timing the calls alternately rather
+  than one after the other exposes them to the same load changes of a
+  shared machine, so their ratios are steadier than separate medians.
+  """
+  for call in calls.values():
+    jax.block_until_ready(call())
+  times: dict[str, list[float]] = {name: [] for name in calls}
+  for _ in range(rounds):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(values) for name, values in times.items()}
+
+
 def temp_mib(compiled, digits: int) -> float | None:
   """Return the temporary memory XLA reserves for a compiled function, in MiB, or None if unknown."""
   memory = compiled.memory_analysis()

@@ -2,8 +2,9 @@
 
 For each batch size it compiles the prediction function of `predict.py`
 (latent mean, no sampling) and the encoder's forward pass alone, and times
-both side by side on random network inputs. Per image, `model / encoder`
-is the cost of the graph decoder on top of the encoder. Weights are
+both in turn, one call of each per round, on random network inputs. Per
+image, `model / encoder` is the cost of the graph decoder on top of the
+encoder. Weights are
 freshly initialised: the speed does not depend on their values. Host work
 (image reading, resizing, writing PNG and JSON) is not included.
 
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_common import environment, median_seconds, temp_mib, write_json
+from bench_common import environment, interleaved_medians, temp_mib, write_json
 
 
 def run(config_path: str, batch_sizes: list[int], repeats: int, image_size: int | None) -> dict:
@@ -66,8 +67,11 @@ def run(config_path: str, batch_sizes: list[int], repeats: int, image_size: int 
     compiled = jax.jit(predict).lower(variables, images).compile()
     compile_seconds = time.perf_counter() - start
     encoder_compiled = jax.jit(encode).lower(encoder_variables, images).compile()
-    model_seconds = median_seconds(compiled, (variables, images), repeats)
-    encoder_seconds = median_seconds(encoder_compiled, (encoder_variables, images), repeats)
+    medians = interleaved_medians({
+        "model": lambda: compiled(variables, images),
+        "encoder": lambda: encoder_compiled(encoder_variables, images),
+    }, repeats)
+    model_seconds, encoder_seconds = medians["model"], medians["encoder"]
     row = {
         "batch_size": batch_size,
         "compile_seconds": round(compile_seconds, 2),

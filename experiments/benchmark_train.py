@@ -25,7 +25,10 @@ the same batch:
   gradient, parameter and update norms.
 
 Parts jitted alone are not fused with their neighbours, so their times need
-not add up to the step's. It counts the traces of the train step over both
+not add up to the step's. Every timed function (the step in both raster
+phases, the parts, the bfloat16 step) is called in turn, one call of each
+per round for `--steps` rounds, so that load changes of a shared machine
+reach them all alike; each figure is the median of its calls. It counts the traces of the train step over both
 raster phases and of the evaluation step over `--eval_batches` batches of
 one shape.
 With `--compare_dtypes` it repeats the raster-off timing with the encoder
@@ -40,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import sys
 import time
 
@@ -49,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench_common import environment, median_seconds, temp_mib, write_json
+from bench_common import environment, interleaved_medians, temp_mib, write_json
 
 
 def _synthetic_batch(config, template, points_budget: int, seed: int = 0) -> dict:
@@ -79,23 +81,12 @@ def _synthetic_batch(config, template, points_budget: int, seed: int = 0) -> dic
   }
 
 
-def _median_step_seconds(step, state, batch, steps: int):
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  return state, statistics.median(times), times
-
-
-def _encoder_seconds(model, state, images, steps: int) -> float:
-  """Median time of the encoder's forward and backward pass alone."""
+def _encoder_call(model, params, images):
+  """Return a call of the encoder's forward and backward pass alone, compiled."""
   from mask_hybridgnet_jax.models.encoder import Encoder
 
   encoder = Encoder(block=model.block, filters=model.filters, latent_dim=model.latent_dim,
                     norm=model.norm, dtype=model.dtype, log_var_clip=model.log_var_clip)
-  params = state.params["encoder"]
 
   def objective(params):
     mu, log_var, features = encoder.apply({"params": params}, images, train=True)
@@ -103,11 +94,11 @@ def _encoder_seconds(model, state, images, steps: int) -> float:
     return jnp.sum(mu) + jnp.sum(log_var) + sum(jnp.mean(f) for f in features)
 
   compiled = jax.jit(jax.value_and_grad(objective)).lower(params).compile()
-  return median_seconds(compiled, (params,), steps)
+  return lambda: compiled(params)
 
 
-def _part_seconds(model, template, config, metadata, state, batch, steps: int) -> dict:
-  """Median times of the step's parts other than the encoder, each jitted alone."""
+def _part_calls(model, template, config, metadata, state, batch) -> dict:
+  """Return compiled calls of the step's parts other than the encoder, each jitted alone."""
   from mask_hybridgnet_jax.augment import augment_batch
   from mask_hybridgnet_jax.losses.objective import compute_loss
   from mask_hybridgnet_jax.losses.schedules import loss_weights
@@ -117,7 +108,7 @@ def _part_seconds(model, template, config, metadata, state, batch, steps: int) -
       rng, batch, config.augment, allow_horizontal_flip=metadata.allow_horizontal_flip,
       allow_vertical_flip=metadata.allow_vertical_flip,
       allow_transpose=metadata.allow_transpose)).lower(rng, batch).compile()
-  result = {"augmentation_seconds": median_seconds(augment, (rng, batch), steps)}
+  calls = {"augmentation": lambda: augment(rng, batch)}
 
   def loss_fn(params, weights):
     positions, aux = model.apply({"params": params}, batch["image"], train=True,
@@ -129,8 +120,8 @@ def _part_seconds(model, template, config, metadata, state, batch, steps: int) -
   for phase, examples_seen in (("off", 0), ("on", total - 1)):
     weights = loss_weights(examples_seen, total, config.loss)
     compiled = grad_fn.lower(state.params, weights).compile()
-    result[f"model_and_loss_seconds_raster_{phase}"] = median_seconds(
-        compiled, (state.params, weights), steps)
+    calls[f"model_and_loss_raster_{phase}"] = (
+        lambda compiled=compiled, weights=weights: compiled(state.params, weights))
   grads = jax.jit(jax.grad(loss_fn))(state.params, weights)
 
   def update(state, grads):
@@ -139,9 +130,9 @@ def _part_seconds(model, template, config, metadata, state, batch, steps: int) -
              optax.tree.norm(jax.tree.map(jnp.subtract, new_state.params, state.params)))
     return new_state, norms
 
-  compiled = jax.jit(update).lower(state, grads).compile()
-  result["optimizer_and_norms_seconds"] = median_seconds(compiled, (state, grads), steps)
-  return {key: round(value, 4) for key, value in result.items()}
+  compiled_update = jax.jit(update).lower(state, grads).compile()
+  calls["optimizer_and_norms"] = lambda: compiled_update(state, grads)
+  return calls
 
 
 def _eval_traces(model, template, state, batch, num_batches: int) -> int:
@@ -189,6 +180,10 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
   model = build_model(config.model, template)
   batch = jax.device_put(_synthetic_batch(config, template, points_budget))
   state = create_train_state(model, config, jax.random.PRNGKey(0))
+  # An int32 array from the start, so that both raster phases match the compiled signature.
+  state = state.replace(step=jnp.asarray(state.step, jnp.int32))
+  # The step donates its input state; the parts and the evaluation read this copy.
+  reference = jax.tree.map(jnp.copy, state)
   step_fn = make_train_step(model, template, config, metadata)
   jitted = jax.jit(step_fn, donate_argnums=(0,))
 
@@ -196,46 +191,61 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
   compiled = jitted.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
 
-  # Raster off: steps before the raster start. Raster on: jump the step counter past it.
-  # One compiled executable runs both raster phases: the raster switch is a
-  # traced value, so it cannot cause a second compilation.
-  state, off_median, _ = _median_step_seconds(compiled, state, batch, steps)
+  # Raster off: steps before the raster start. Raster on: a state whose step
+  # counter is past it. One compiled executable runs both raster phases: the
+  # raster switch is a traced value, so it cannot cause a second compilation.
   raster_start = int(np.ceil(config.train.total_examples * config.loss.raster_start_fraction
                              / config.train.batch_size)) + 1
-  state = state.replace(step=jnp.asarray(raster_start, state.step.dtype))
-  state, on_median, _ = _median_step_seconds(compiled, state, batch, steps)
+  states = {"off": state, "on": jax.tree.map(jnp.copy, state).replace(
+      step=jnp.asarray(raster_start, jnp.int32))}
+
+  def step_call(step, phase):
+    def call():
+      states[phase], metrics = step(states[phase], batch)
+      return metrics
+    return call
+
+  calls = {"step_raster_off": step_call(compiled, "off"),
+           "step_raster_on": step_call(compiled, "on")}
   extra = {}
   if breakdown:
-    encoder_seconds = _encoder_seconds(model, state, batch["image"], steps)
-    extra.update({
-        "encoder_fwd_bwd_seconds": round(encoder_seconds, 4),
-        "share_outside_encoder_raster_off": round(1 - encoder_seconds / off_median, 3),
-        "share_outside_encoder_raster_on": round(1 - encoder_seconds / on_median, 3),
-    })
-    parts = _part_seconds(model, template, config, metadata, state, batch, steps)
-    extra.update(parts)
-    extra.update({
-        f"share_decoder_losses_raster_{phase}": round(
-            (parts[f"model_and_loss_seconds_raster_{phase}"] - encoder_seconds) / median, 3)
-        for phase, median in (("off", off_median), ("on", on_median))
-    })
-    extra.update({
-        "eval_step_traces": _eval_traces(model, template, state, batch, eval_batches),
-        "eval_batches": eval_batches,
-    })
+    calls["encoder"] = _encoder_call(model, reference.params["encoder"], batch["image"])
+    calls.update(_part_calls(model, template, config, metadata, reference, batch))
   if compare_dtypes:
     bf16_config = config.copy_and_resolve_references()
     bf16_config.model.dtype = "bfloat16"
     bf16_model = build_model(bf16_config.model, template)
-    bf16_state = create_train_state(bf16_model, bf16_config, jax.random.PRNGKey(0))
+    states["bfloat16"] = create_train_state(bf16_model, bf16_config, jax.random.PRNGKey(0))
     bf16_step = jax.jit(make_train_step(bf16_model, template, bf16_config, metadata),
                         donate_argnums=(0,))
     start = time.perf_counter()
-    bf16_compiled = bf16_step.lower(bf16_state, batch).compile()
-    bf16_compile = time.perf_counter() - start
-    _, bf16_median, _ = _median_step_seconds(bf16_compiled, bf16_state, batch, steps)
+    bf16_compiled = bf16_step.lower(states["bfloat16"], batch).compile()
+    extra["bfloat16_compile_seconds"] = round(time.perf_counter() - start, 2)
+    calls["bfloat16_step_raster_off"] = step_call(bf16_compiled, "bfloat16")
+
+  medians = interleaved_medians(calls, steps)
+  off_median, on_median = medians["step_raster_off"], medians["step_raster_on"]
+  if breakdown:
+    encoder_seconds = medians["encoder"]
     extra.update({
-        "bfloat16_compile_seconds": round(bf16_compile, 2),
+        "encoder_fwd_bwd_seconds": round(encoder_seconds, 4),
+        "share_outside_encoder_raster_off": round(1 - encoder_seconds / off_median, 3),
+        "share_outside_encoder_raster_on": round(1 - encoder_seconds / on_median, 3),
+        "augmentation_seconds": round(medians["augmentation"], 4),
+        "optimizer_and_norms_seconds": round(medians["optimizer_and_norms"], 4),
+    })
+    for phase, median in (("off", off_median), ("on", on_median)):
+      model_and_loss = medians[f"model_and_loss_raster_{phase}"]
+      extra[f"model_and_loss_seconds_raster_{phase}"] = round(model_and_loss, 4)
+      extra[f"share_decoder_losses_raster_{phase}"] = round(
+          (model_and_loss - encoder_seconds) / median, 3)
+    extra.update({
+        "eval_step_traces": _eval_traces(model, template, reference, batch, eval_batches),
+        "eval_batches": eval_batches,
+    })
+  if compare_dtypes:
+    bf16_median = medians["bfloat16_step_raster_off"]
+    extra.update({
         "bfloat16_step_seconds_raster_off": round(bf16_median, 4),
         "bfloat16_over_float32_raster_off": round(bf16_median / off_median, 3),
     })
