@@ -2,8 +2,8 @@
 
 Times the graph decoder's forward and backward pass (gradient of a scalar
 function of the output positions with respect to the decoder parameters) with
-`propagation="dense"` and `propagation="segment_sum"`, side by side in one
-process, for each batch size. Templates:
+`propagation="dense"` and `propagation="segment_sum"` in one process, for
+each batch size, calling the two in turn (one call of each per round). Templates:
 
   montgomery    right and left lung, node counts from the Montgomery training
                 split's mean boundary lengths at scale 0.05 (64 + 64 nodes),
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_common import environment, median_seconds, write_json
+from bench_common import environment, interleaved_medians, write_json
 
 # Deepest three pre-pool encoder outputs at input 256, filters 16, shallow to
 # deep as the encoder returns them: (side, channels).
@@ -56,7 +56,8 @@ def build_template(name: str):
   raise ValueError(f"template {name!r} is invalid; use montgomery or lungs_heart.")
 
 
-def _time_decoder(template, propagation: str, batch_size: int, repeats: int) -> dict:
+def _compile_decoder(template, propagation: str, batch_size: int) -> dict:
+  """Compile the decoder's forward and backward pass; return its call, compile time and value."""
   from mask_hybridgnet_jax.models.decoder import GraphDecoder
 
   decoder = GraphDecoder(template=template, propagation=propagation)
@@ -74,17 +75,19 @@ def _time_decoder(template, propagation: str, batch_size: int, repeats: int) -> 
   start = time.perf_counter()
   compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
   compile_seconds = time.perf_counter() - start
-  seconds = median_seconds(compiled, (params,), repeats)
   value = float(compiled(params)[0])
-  return {"seconds": seconds, "compile_seconds": compile_seconds, "value": value}
+  return {"call": lambda: compiled(params), "compile_seconds": compile_seconds, "value": value}
 
 
 def run(template_name: str, batch_sizes: list[int], repeats: int) -> list[dict]:
   template = build_template(template_name)
   rows = []
   for batch_size in batch_sizes:
-    dense = _time_decoder(template, "dense", batch_size, repeats)
-    segment = _time_decoder(template, "segment_sum", batch_size, repeats)
+    dense = _compile_decoder(template, "dense", batch_size)
+    segment = _compile_decoder(template, "segment_sum", batch_size)
+    medians = interleaved_medians({"dense": dense["call"], "segment_sum": segment["call"]},
+                                  repeats)
+    dense["seconds"], segment["seconds"] = medians["dense"], medians["segment_sum"]
     row = {
         "template": template_name,
         "nodes": int(sum(template.node_counts)),
