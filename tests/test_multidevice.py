@@ -123,13 +123,11 @@ def test_later_losses_within_tolerance(runs):
   # NOTE: 1e-5 after three steps is out of reach in float32 for this model,
   # on any number of devices. One device started from weights multiplied by
   # (1 + 1e-7 z), about float32 rounding, ends step 3 7e-4 away from the
-  # unperturbed run, farther than four devices do (1.2e-4); at step 1 the
-  # perturbed run differs by 2.6e-6 (experiments/compare_devices.py
-  # --perturb 1e-7, jax 0.10.2, CPU). The first gradient is large (norm
-  # about 12,600) and Adam moves a parameter by about lr whatever its
-  # gradient's size, so a component that float32 summation cannot resolve
-  # (7e-4 on one device, -4e-4 on four, next to 97 in the same kernel)
-  # moves 2 lr apart.
+  # unperturbed run. Four devices end 1.2e-4 away from one (jax 0.10.2, CPU,
+  # experiments/compare_devices.py --perturb 1e-7). Adam moves a parameter by
+  # about lr whatever its gradient's size, so a component that float32
+  # summation cannot resolve (7e-4 on one device, -4e-4 on four, next to 97
+  # in the same kernel) moves 2 lr apart.
   np.testing.assert_allclose(runs["four"]["losses"][1:], runs["one_losses"][1:], rtol=1e-3)
 
 
