@@ -25,14 +25,15 @@ the same batch:
   gradient, parameter and update norms.
 
 Parts jitted alone are not fused with their neighbours, so their times need
-not add up to the step's. Every timed function (the step in both raster
-phases, the parts, the bfloat16 step) is called in turn, one call of each
-per round for `--steps` rounds, so that load changes of a shared machine
-reach them all alike; each figure is the median of its calls. It counts the traces of the train step over both
+not add up to the step's. It counts the traces of the train step over both
 raster phases and of the evaluation step over `--eval_batches` batches of
-one shape.
-With `--compare_dtypes` it repeats the raster-off timing with the encoder
-computing in bfloat16.
+one shape. With `--compare_dtypes` it also times the raster-off step with
+the encoder computing in bfloat16.
+
+Every timed function (the step in both raster phases, the parts, the
+bfloat16 step) is called in turn, one call of each per round for `--steps`
+rounds, so that load changes of a shared machine reach them all alike.
+Each figure is the median of its calls.
 
   python experiments/benchmark_train.py --config configs/montgomery.py \
       --steps 20 --breakdown --compare_dtypes --output /tmp/benchmark_train.json
@@ -275,7 +276,8 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="configs/montgomery.py")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+  parser.add_argument("--steps", type=int, default=20,
+                      help="timing rounds: timed calls of the step and of each part")
   parser.add_argument("--manual_dir", default=None,
                       help="dataset folder to take node counts from (optional)")
   parser.add_argument("--output", default=None, help="JSON file for the results")
