@@ -135,6 +135,37 @@ def test_chunked_matches_dense(chunk_size):
       np.asarray(rasterize_dense(star)), atol=1e-6)
 
 
+def nearest_segment_oracle(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Return each pixel's nearest segment, by brute force in float64 with ties to the lowest index."""
+  polygon = np.asarray(polygon, np.float64)
+  y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+  a, b = polygon[:, None, None, :], np.roll(polygon, -1, axis=0)[:, None, None, :]
+  d = b - a
+  t = np.clip(((x - a[..., 0]) * d[..., 0] + (y - a[..., 1]) * d[..., 1])
+              / np.maximum(np.sum(d * d, axis=-1), 1e-12), 0.0, 1.0)
+  distances = np.hypot(a[..., 0] + t * d[..., 0] - x, a[..., 1] + t * d[..., 1] - y)
+  return np.argmin(distances, axis=0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 40])
+def test_nearest_segments_match_brute_force(chunk_size):
+  star = random_star(6, 37)
+  index, inside = raster.nearest_segments(jnp.asarray(star), 64, 64, chunk_size=chunk_size)
+  expected = nearest_segment_oracle(star, 64, 64)
+  # Float32 and float64 may order two almost equidistant segments differently.
+  assert np.mean(np.asarray(index) == expected) > 0.999
+  np.testing.assert_array_equal(np.asarray(inside), even_odd_oracle(star, 64, 64))
+
+
+def test_nearest_segment_tie_lowest_index():
+  # Pixel centre (2, 2) lies 2 px from the segments 0 (y = 0) and 3 (x = 0),
+  # and 3 px from the others: segment 0 must win, in any chunking.
+  square = jnp.asarray([[0, 0], [5, 0], [5, 5], [0, 5]], jnp.float32)
+  for chunk_size in (1, 2, 3, 4):
+    index, _ = raster.nearest_segments(square, 8, 8, chunk_size=chunk_size)
+    assert int(index[2, 2]) == 0
+
+
 def test_chunked_gradient_matches_dense():
   star = jnp.asarray(random_star(4, 24))
   weights = jnp.asarray(np.random.default_rng(5).uniform(size=(64, 64)).astype(np.float32))
