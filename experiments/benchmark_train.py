@@ -25,10 +25,10 @@ the same batch:
   gradient, parameter and update norms.
 
 Parts jitted alone are not fused with their neighbours, so their times need
-not add up to the step's. It counts the traces of the train step over both
-raster phases and of the evaluation step over `--eval_batches` batches of
-one shape. With `--compare_dtypes` it also times the raster-off step with
-the encoder computing in bfloat16.
+not add up to the step's. It also counts the traces of a jitted train step
+called once in each raster phase, and of the evaluation step over
+`--eval_batches` batches of one shape. With `--compare_dtypes` it also
+times the raster-off step with the encoder computing in bfloat16.
 
 Every timed function (the step in both raster phases, the parts, the
 bfloat16 step) is called in turn, one call of each per round for `--steps`
@@ -136,6 +136,20 @@ def _part_calls(model, template, config, metadata, state, batch) -> dict:
   return calls
 
 
+def _train_traces(step_fn, states, batch) -> int:
+  """Trace count of the jitted (not donated) train step over `states`, one call each."""
+  traces = {"count": 0}
+
+  def counted(state, batch):
+    traces["count"] += 1
+    return step_fn(state, batch)
+
+  step = jax.jit(counted)
+  for state in states:
+    jax.block_until_ready(step(state, batch))
+  return traces["count"]
+
+
 def _eval_traces(model, template, state, batch, num_batches: int) -> int:
   """Trace count of the jitted evaluation step over `num_batches` batches of one shape."""
   from mask_hybridgnet_jax.train.step import make_eval_step
@@ -240,7 +254,10 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
       extra[f"model_and_loss_seconds_raster_{phase}"] = round(model_and_loss, 4)
       extra[f"share_decoder_losses_raster_{phase}"] = round(
           (model_and_loss - encoder_seconds) / median, 3)
+    raster_on = reference.replace(step=jnp.asarray(raster_start, jnp.int32))
     extra.update({
+        "train_step_traces_both_raster_phases": _train_traces(
+            step_fn, (reference, raster_on), batch),
         "eval_step_traces": _eval_traces(model, template, reference, batch, eval_batches),
         "eval_batches": eval_batches,
     })

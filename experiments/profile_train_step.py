@@ -37,9 +37,11 @@ def _is_xla_op(line_name: str, event_name: str) -> bool:
 
   The wrappers (`ThunkExecutor::Execute`, the Python `$file:line` frames) span
   the kernels they run, so counting them too would count the same time twice.
+  Thread-pool waits (`SlinkyThreadPool::Await`) are not ops either. HLO
+  instruction names never contain "::", while these runtime events do.
   """
   return (line_name != "python" and not event_name.startswith("$")
-          and not event_name.startswith("ThunkExecutor"))
+          and "::" not in event_name)
 
 
 def summarise_trace(trace_dir: str, top: int) -> str:
