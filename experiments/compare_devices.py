@@ -44,7 +44,7 @@ def _first_moments(state) -> dict[str, np.ndarray]:
 
 
 def _perturbed(params, relative: float):
-  """Multiply every weight by (1 + relative z), z standard normal (fixed seed)."""
+  """Return the weights multiplied by (1 + relative z), z standard normal from a fixed key."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   return jax.tree.unflatten(treedef, [

@@ -143,7 +143,7 @@ def nearest_segments(
   Args:
     polygon: `[N, 2]` vertices in pixel units, N >= 1.
     height, width: output size in pixels.
-    chunk_size: segments per scan step, compared one after the other; the
+    chunk_size: segments per scan step, compared one after the other. The
       intermediates are `[H, W]`.
 
   Returns:
