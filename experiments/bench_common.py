@@ -22,17 +22,11 @@ def median_seconds(function: Callable[..., Any], args: Sequence[Any], repeats: i
   Each call waits for its results (`jax.block_until_ready`), so the time
   includes the device work, not only the dispatch.
   """
-  jax.block_until_ready(function(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(function(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return interleaved_medians({"function": lambda: function(*args)}, repeats)["function"]
 
 
 def interleaved_medians(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-  """Median seconds of each call, timed in turn: one call of each per round.
+  """Return the median seconds of each call, timed in turn: one call of each per round.
 
   Each call is warmed up once first. Timing the calls alternately rather
   than one after the other exposes them to the same load changes of a

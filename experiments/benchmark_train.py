@@ -123,7 +123,8 @@ def _part_calls(model, template, config, metadata, state, batch) -> dict:
     compiled = grad_fn.lower(state.params, weights).compile()
     calls[f"model_and_loss_raster_{phase}"] = (
         lambda compiled=compiled, weights=weights: compiled(state.params, weights))
-  grads = jax.jit(jax.grad(loss_fn))(state.params, weights)
+  # Gradients of the raster-on phase, from the function compiled last.
+  _, grads = compiled(state.params, weights)
 
   def update(state, grads):
     new_state = state.apply_gradients(grads=grads)
@@ -136,34 +137,17 @@ def _part_calls(model, template, config, metadata, state, batch) -> dict:
   return calls
 
 
-def _train_traces(step_fn, states, batch) -> int:
-  """Trace count of the jitted (not donated) train step over `states`, one call each."""
+def _trace_count(function, argument_tuples) -> int:
+  """Jit `function`, call it once with each argument tuple and return how often it was traced."""
   traces = {"count": 0}
 
-  def counted(state, batch):
+  def counted(*args):
     traces["count"] += 1
-    return step_fn(state, batch)
+    return function(*args)
 
-  step = jax.jit(counted)
-  for state in states:
-    jax.block_until_ready(step(state, batch))
-  return traces["count"]
-
-
-def _eval_traces(model, template, state, batch, num_batches: int) -> int:
-  """Trace count of the jitted evaluation step over `num_batches` batches of one shape."""
-  from mask_hybridgnet_jax.train.step import make_eval_step
-
-  eval_fn = make_eval_step(model, template)
-  traces = {"count": 0}
-
-  def counted(variables, batch):
-    traces["count"] += 1
-    return eval_fn(variables, batch)
-
-  eval_step = jax.jit(counted)
-  for _ in range(num_batches):
-    jax.block_until_ready(eval_step({"params": state.params}, batch))
+  jitted = jax.jit(counted)
+  for args in argument_tuples:
+    jax.block_until_ready(jitted(*args))
   return traces["count"]
 
 
@@ -175,7 +159,7 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
   from mask_hybridgnet_jax.organs import DatasetMetadata, Organ
   from mask_hybridgnet_jax.topology import GraphTemplate
   from mask_hybridgnet_jax.train.state import create_train_state
-  from mask_hybridgnet_jax.train.step import make_train_step
+  from mask_hybridgnet_jax.train.step import make_eval_step, make_train_step
 
   config = load_config_file(config_path)
   apply_overrides(config, overrides)
@@ -256,9 +240,11 @@ def run(config_path: str, steps: int, manual_dir: str | None, breakdown: bool = 
           (model_and_loss - encoder_seconds) / median, 3)
     raster_on = reference.replace(step=jnp.asarray(raster_start, jnp.int32))
     extra.update({
-        "train_step_traces_both_raster_phases": _train_traces(
-            step_fn, (reference, raster_on), batch),
-        "eval_step_traces": _eval_traces(model, template, reference, batch, eval_batches),
+        "train_step_traces_both_raster_phases": _trace_count(
+            step_fn, [(reference, batch), (raster_on, batch)]),
+        "eval_step_traces": _trace_count(
+            make_eval_step(model, template),
+            [({"params": reference.params}, batch)] * eval_batches),
         "eval_batches": eval_batches,
     })
   if compare_dtypes:
