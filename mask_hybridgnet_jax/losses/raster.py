@@ -174,8 +174,8 @@ def nearest_segments(
     best_d2, best_index, inside = carry
     a, b, chunk_indices = chunk
     # One segment at a time, so every update is elementwise over [H, W] and
-    # fuses into one loop. With an argmin over [C, H, W] the mask's gradient was
-    # 5 to 12 times slower on CPU.
+    # fuses into one loop. An argmin over [C, H, W] was much slower on CPU
+    # (docs/benchmarks.md, "Soft rasteriser").
     for c in range(chunk_size):
       real = chunk_indices[c] < num_segments  # padded segments: False
       ax, ay, bx, by = a[c, ..., 0], a[c, ..., 1], b[c, ..., 0], b[c, ..., 1]
